@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -219,6 +220,32 @@ func TestIdentityComesFromToken(t *testing.T) {
 				checkSVID(t, resp, a, key.Public(), DefaultSVIDTTL, r.root)
 			} else if resp.Crt != "" {
 				t.Fatal("refused request returned a certificate")
+			}
+		})
+	}
+}
+
+func TestCSRWithNonURISANsRefused(t *testing.T) {
+	dir := newCADir(t)
+	r := startServer(t, dir, nil)
+	const id = "spiffe://example.org/svc/a"
+	for _, tc := range []struct {
+		name string
+		tmpl *x509.CertificateRequest
+	}{
+		{name: "DNS SAN", tmpl: &x509.CertificateRequest{DNSNames: []string{"a.example.org"}}},
+		{name: "IP SAN", tmpl: &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}}},
+		{name: "e-mail SAN", tmpl: &x509.CertificateRequest{EmailAddresses: []string{"a@example.org"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der, err := x509.CreateCertificateRequest(rand.Reader, tc.tmpl, newKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			csr := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+			code, resp, raw := post(t, r.client(t, nil), r.url+"/1.0/sign", map[string]string{"csr": csr, "ott": mustToken(t, dir, id)})
+			if code != http.StatusForbidden || resp.Crt != "" {
+				t.Fatalf("got %d %s; want 403", code, raw)
 			}
 		})
 	}
