@@ -65,11 +65,16 @@ func (s *Server) guardSign(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		var req struct {
-			CSR string `json:"csr"`
-			OTT string `json:"ott"`
+			CSR       string          `json:"csr"`
+			OTT       string          `json:"ott"`
+			NotBefore json.RawMessage `json:"notBefore"`
 		}
 		if err := json.Unmarshal(body, &req); err != nil {
 			s.refuse(w, log, methodSign, "bad_request", http.StatusBadRequest, "request body is not a JSON sign request: "+err.Error())
+			return
+		}
+		if nb := strings.TrimSpace(string(req.NotBefore)); nb != "" && nb != "null" && nb != `""` {
+			s.refuse(w, log, methodSign, "bad_request", http.StatusBadRequest, "notBefore is chosen by the CA (now, backdated for clock skew); leave it out")
 			return
 		}
 		csr, err := parseCSR(req.CSR)

@@ -475,6 +475,7 @@ func TestHostileSignRequests(t *testing.T) {
 		{name: "CSR not PEM", body: `{"csr":"hello","ott":"x"}`, wantCode: 400, wantMsg: "csr: want exactly one PEM CERTIFICATE REQUEST"},
 		{name: "two CSRs", body: mustJSON(t, map[string]string{"csr": good + good, "ott": "x"}), wantCode: 400, wantMsg: "csr: want exactly one PEM CERTIFICATE REQUEST"},
 		{name: "CSR with bad signature", body: mustJSON(t, map[string]string{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: tampered})), "ott": "x"}), wantCode: 400, wantMsg: "csr:"},
+		{name: "notBefore in the future", body: mustJSON(t, map[string]string{"csr": good, "ott": "x", "notBefore": "2030-01-01T00:00:00Z"}), wantCode: 400, wantMsg: "notBefore is chosen by the CA"},
 		{name: "certificate instead of CSR", body: mustJSON(t, map[string]string{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.root.Raw})), "ott": "x"}), wantCode: 400, wantMsg: "csr: want exactly one PEM CERTIFICATE REQUEST"},
 	}
 	for _, tc := range tests {
