@@ -167,7 +167,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, next http.Handler
 	next(rec, r)
 	if rec.status != http.StatusCreated {
 		status, msg := s.mapError(rec)
-		log.Warn("certificate request refused", slog.Int("status", status), slog.String("reason", msg), slog.Any(logkey.Error, rec.err))
+		log.Warn("certificate request refused", slog.Int("status", status), slog.Int("authority_status", rec.status),
+			slog.String("reason", msg), slog.Any(logkey.Error, rec.err))
 		s.metrics.refused(method, "authority")
 		writeError(w, status, msg)
 		return
@@ -198,7 +199,9 @@ func (s *Server) mapError(rec *recorder) (int, string) {
 	_ = json.Unmarshal(rec.body.Bytes(), &body)
 	msg := body.Message
 	var npe *policy.NamePolicyError
-	if errors.As(rec.err, &npe) || isConstraintError(rec.err) || isConstraintError(errors.New(rec.body.String())) {
+	nameRefusal := errors.As(rec.err, &npe) ||
+		(rec.status == http.StatusForbidden || rec.status >= 500) && (isConstraintError(rec.err) || isConstraintError(errors.New(rec.body.String())))
+	if nameRefusal {
 		detail := rec.body.String()
 		if rec.err != nil {
 			detail = rec.err.Error()
