@@ -210,7 +210,20 @@ func (s *Server) mapError(rec *recorder) (int, string) {
 		msg = http.StatusText(rec.status)
 	}
 	if rec.status == http.StatusUnauthorized {
-		msg += " (the token is invalid, expired or already used, or the client certificate is not acceptable)"
+		detail := ""
+		if rec.err != nil {
+			detail = rec.err.Error()
+		}
+		switch {
+		case strings.Contains(detail, "token already used"):
+			msg = "the token was already used; join tokens are single use"
+		case strings.Contains(detail, "token is expired"):
+			msg = "the token has expired"
+		case strings.Contains(detail, "validation failed, token not valid yet"):
+			msg = "the token is not valid yet"
+		default:
+			msg += " (the token is invalid or not from this CA, or the client certificate is not acceptable)"
+		}
 	}
 	return rec.status, msg
 }

@@ -11,10 +11,13 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,3 +194,19 @@ func tlsCert(t *testing.T, resp signResponse, key crypto.Signer) *tls.Certificat
 	}
 	return c
 }
+
+// listDir names the entries of dir ("" when it does not exist).
+func listDir(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return strings.Join(names, ",")
+}
+
+func asConfigError(err error, target **ConfigError) bool { return errors.As(err, target) }

@@ -67,11 +67,6 @@ func NewToken(cfg TokenConfig) (string, error) {
 	if _, err := rand.Read(jti); err != nil {
 		return "", fmt.Errorf("create token: %w", err)
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(key.Algorithm), Key: key.Key},
-		new(jose.SignerOptions).WithType("JWT").WithHeader("kid", key.KeyID))
-	if err != nil {
-		return "", fmt.Errorf("create token: %w", err)
-	}
 	t := now()
 	claims := struct {
 		jose.Claims
@@ -88,9 +83,24 @@ func NewToken(cfg TokenConfig) (string, error) {
 		},
 		SANs: []string{cfg.ID.String()},
 	}
+	tok, err := signJWT(key, claims)
+	if err != nil {
+		return "", fmt.Errorf("create token: %w", err)
+	}
+	return tok, nil
+}
+
+// signJWT signs claims with the provisioner key, with the key ID in the
+// header as smallstep looks it up.
+func signJWT(key *jose.JSONWebKey, claims any) (string, error) {
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(key.Algorithm), Key: key.Key},
+		new(jose.SignerOptions).WithType("JWT").WithHeader("kid", key.KeyID))
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
 	tok, err := jose.Signed(signer).Claims(claims).CompactSerialize()
 	if err != nil {
-		return "", fmt.Errorf("create token: sign: %w", err)
+		return "", fmt.Errorf("sign token: %w", err)
 	}
 	return tok, nil
 }
