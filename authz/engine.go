@@ -316,6 +316,9 @@ func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now 
 }
 
 func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time.Time, opts ...rego.EvalOption) (bool, []string, error) {
+	if err := ctx.Err(); err != nil {
+		return false, nil, fmt.Errorf("evaluation cancelled: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
 	opts = append(opts, rego.EvalParsedInput(e.keys.astValue(in)), rego.EvalTime(now))
