@@ -186,7 +186,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-
 // tempPolicyDir is policyDir for examples, which have no *testing.T.
 func tempPolicyDir(files map[string]string) (string, error) {
 	dir, err := os.MkdirTemp("", "meshguard-example-")
