@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshguard/meshguard/internal/logkey"
@@ -67,6 +68,7 @@ type Engine struct {
 	log     *slog.Logger
 	metrics *engineMetrics
 	ids     idGenerator
+	keys    *inputKeys
 	cache   *expirable.LRU[string, cachedDecision] // nil when disabled
 
 	current atomic.Pointer[compiledSet]
@@ -116,7 +118,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating authz engine: %w", err)
 	}
-	e := &Engine{cfg: cfg, log: log.With(logkey.Component, "authz"), metrics: m}
+	e := &Engine{cfg: cfg, log: log.With(logkey.Component, "authz"), metrics: m, keys: newInputKeys()}
 	if cfg.CacheSize > 0 {
 		e.cache = expirable.NewLRU[string, cachedDecision](cfg.CacheSize, nil, cfg.CacheTTL)
 	}
@@ -233,7 +235,7 @@ func (e *Engine) refuse(rev string, err error) error {
 // Decide evaluates in against the policy in force, without auditing, and
 // returns the decision (see Authorize).
 func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
-	d, _ := e.decide(ctx, in)
+	d, _ := e.decide(ctx, in, nil)
 	return d
 }
 
@@ -242,7 +244,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 // failures are denies with reason "policy error: ...". In dry-run mode the
 // returned decision allows, with DryRun set and the policy's reasons kept.
 func (e *Engine) Authorize(ctx context.Context, in *Input, remoteAddr string) Decision {
-	d, denied := e.decide(ctx, in)
+	d, denied := e.decide(ctx, in, nil)
 	if e.cfg.Audit != nil {
 		e.cfg.Audit.record(d, denied, in, remoteAddr)
 	}
@@ -251,7 +253,8 @@ func (e *Engine) Authorize(ctx context.Context, in *Input, remoteAddr string) De
 
 // decide returns the decision and whether the policy denied (which, in
 // dry-run mode, the decision's Allow no longer shows).
-func (e *Engine) decide(ctx context.Context, in *Input) (Decision, bool) {
+// A non-nil tracer sees the evaluation, which then bypasses the cache.
+func (e *Engine) decide(ctx context.Context, in *Input, tracer topdown.QueryTracer) (Decision, bool) {
 	now := e.cfg.Now()
 	d := Decision{ID: e.ids.next(now), DryRun: e.cfg.DryRun}
 	set := e.current.Load()
@@ -264,7 +267,7 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, bool) {
 		d.Reasons, failed = []string{"policy error: no input"}, true
 	default:
 		d.Revision = set.revision
-		allow, d.Reasons, d.Cached, failed = e.evaluate(ctx, set, in, now)
+		allow, d.Reasons, d.Cached, failed = e.evaluate(ctx, set, in, now, tracer)
 	}
 	label := labelAllow
 	switch {
@@ -285,8 +288,8 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, bool) {
 
 // evaluate answers from the cache when the policy is deterministic, else
 // runs the prepared query under the per-evaluation deadline.
-func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now time.Time) (allow bool, reasons []string, cached, failed bool) {
-	useCache := e.cache != nil && len(set.nondeterministic) == 0
+func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now time.Time, tracer topdown.QueryTracer) (allow bool, reasons []string, cached, failed bool) {
+	useCache := e.cache != nil && len(set.nondeterministic) == 0 && tracer == nil
 	var key string
 	if useCache {
 		key = in.cacheKey()
@@ -295,8 +298,12 @@ func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now 
 			return c.allow, c.reasons, true, false
 		}
 	}
+	var opts []rego.EvalOption
+	if tracer != nil {
+		opts = append(opts, rego.EvalQueryTracer(tracer))
+	}
 	start := time.Now()
-	allow, reasons, err := e.eval(ctx, set, in, now)
+	allow, reasons, err := e.eval(ctx, set, in, now, opts...)
 	e.metrics.evalDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return false, []string{"policy error: " + err.Error()}, false, true
@@ -309,9 +316,12 @@ func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now 
 }
 
 func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time.Time, opts ...rego.EvalOption) (bool, []string, error) {
+	if err := ctx.Err(); err != nil {
+		return false, nil, fmt.Errorf("evaluation cancelled: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
-	opts = append(opts, rego.EvalParsedInput(in.astValue()), rego.EvalTime(now))
+	opts = append(opts, rego.EvalParsedInput(e.keys.astValue(in)), rego.EvalTime(now))
 	rs, err := set.query.Eval(ctx, opts...)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {

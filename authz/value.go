@@ -7,29 +7,46 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
+// inputKeys holds the object keys of the input document as terms, made
+// once per Engine: a request then allocates only its own values.
+type inputKeys struct {
+	source, destination, request, spiffeID, trustDomain, service *ast.Term
+	method, path, query, headers, host, protocol                 *ast.Term
+}
+
+func newInputKeys() *inputKeys {
+	s := ast.StringTerm
+	return &inputKeys{
+		source: s("source"), destination: s("destination"), request: s("request"),
+		spiffeID: s("spiffe_id"), trustDomain: s("trust_domain"), service: s("service"),
+		method: s("method"), path: s("path"), query: s("query"), headers: s("headers"),
+		host: s("host"), protocol: s("protocol"),
+	}
+}
+
 // astValue converts in to the OPA value the policy sees as `input`, field by
 // field, without a JSON round trip (which would cost an encode and a decode
 // per request). Nil maps become empty objects so that a policy can always
 // index input.request.headers and input.request.query.
-func (in *Input) astValue() ast.Value {
+func (k *inputKeys) astValue(in *Input) ast.Value {
 	return ast.NewObject(
-		ast.Item(ast.StringTerm("source"), ast.NewTerm(ast.NewObject(
-			ast.Item(ast.StringTerm("spiffe_id"), ast.StringTerm(in.Source.SPIFFEID)),
-			ast.Item(ast.StringTerm("trust_domain"), ast.StringTerm(in.Source.TrustDomain)),
-			ast.Item(ast.StringTerm("service"), ast.StringTerm(in.Source.Service)),
-		))),
-		ast.Item(ast.StringTerm("destination"), ast.NewTerm(ast.NewObject(
-			ast.Item(ast.StringTerm("spiffe_id"), ast.StringTerm(in.Destination.SPIFFEID)),
-			ast.Item(ast.StringTerm("service"), ast.StringTerm(in.Destination.Service)),
-		))),
-		ast.Item(ast.StringTerm("request"), ast.NewTerm(ast.NewObject(
-			ast.Item(ast.StringTerm("method"), ast.StringTerm(in.Request.Method)),
-			ast.Item(ast.StringTerm("path"), ast.StringTerm(in.Request.Path)),
-			ast.Item(ast.StringTerm("query"), ast.NewTerm(queryObject(in.Request.Query))),
-			ast.Item(ast.StringTerm("headers"), ast.NewTerm(headerObject(in.Request.Headers))),
-			ast.Item(ast.StringTerm("host"), ast.StringTerm(in.Request.Host)),
-			ast.Item(ast.StringTerm("protocol"), ast.StringTerm(in.Request.Protocol)),
-		))),
+		[2]*ast.Term{k.source, ast.NewTerm(ast.NewObject(
+			[2]*ast.Term{k.spiffeID, ast.StringTerm(in.Source.SPIFFEID)},
+			[2]*ast.Term{k.trustDomain, ast.StringTerm(in.Source.TrustDomain)},
+			[2]*ast.Term{k.service, ast.StringTerm(in.Source.Service)},
+		))},
+		[2]*ast.Term{k.destination, ast.NewTerm(ast.NewObject(
+			[2]*ast.Term{k.spiffeID, ast.StringTerm(in.Destination.SPIFFEID)},
+			[2]*ast.Term{k.service, ast.StringTerm(in.Destination.Service)},
+		))},
+		[2]*ast.Term{k.request, ast.NewTerm(ast.NewObject(
+			[2]*ast.Term{k.method, ast.StringTerm(in.Request.Method)},
+			[2]*ast.Term{k.path, ast.StringTerm(in.Request.Path)},
+			[2]*ast.Term{k.query, ast.NewTerm(queryObject(in.Request.Query))},
+			[2]*ast.Term{k.headers, ast.NewTerm(headerObject(in.Request.Headers))},
+			[2]*ast.Term{k.host, ast.StringTerm(in.Request.Host)},
+			[2]*ast.Term{k.protocol, ast.StringTerm(in.Request.Protocol)},
+		))},
 	)
 }
 

@@ -34,48 +34,50 @@ reasons contains reason if {
 }
 
 # granted holds when one grant for this caller on this destination covers
-# the method, the path and the required headers.
+# the method, the path and the required headers. Callers are matched by
+# SPIFFE ID, or by service name when they belong to the destination's own
+# trust domain.
 granted if {
-	some grant in grants
-	method_matches(grant)
-	path_matches(grant)
-	headers_match(grant)
+	some grant in destination_entry[input.source.spiffe_id]
+	covers(grant)
+}
+
+granted if {
+	input.source.trust_domain == destination_trust_domain
+	some grant in destination_entry[input.source.service]
+	covers(grant)
 }
 
 destination_entry := data.meshguard.allowlist[input.destination.service]
 
-# grants are the caller's grants, by SPIFFE ID ...
-grants contains grant if {
-	some grant in destination_entry[input.source.spiffe_id]
-}
-
-# ... or by service name, for a caller of the destination's trust domain.
-grants contains grant if {
-	input.source.trust_domain == destination_trust_domain
-	some grant in destination_entry[input.source.service]
-}
-
 destination_trust_domain := split(input.destination.spiffe_id, "/")[2]
 
-method_matches(grant) if "*" in grant.methods
-
-method_matches(grant) if input.request.method in grant.methods
-
-path_matches(grant) if {
+# covers: method ("*" = any), path glob ("*" stays within a segment, "**"
+# crosses them), and every listed header with exactly that value.
+covers(grant) if {
+	method_matches(grant.methods)
 	some pattern in grant.paths
 	glob.match(pattern, ["/"], input.request.path)
+	object.subset(input.request.headers, object.get(grant, "headers", {}))
 }
 
-headers_match(grant) if {
-	every name, value in object.get(grant, "headers", {}) {
-		input.request.headers[name] == value
-	}
+method_matches(methods) if "*" in methods
+
+method_matches(methods) if input.request.method in methods
+
+# has_grants holds when the caller has any grant on the destination (only
+# used to word the reason of a denial).
+has_grants if count(destination_entry[input.source.spiffe_id]) > 0
+
+has_grants if {
+	input.source.trust_domain == destination_trust_domain
+	count(destination_entry[input.source.service]) > 0
 }
 
 not_granted_reason := sprintf("destination service %q has no allow-list entry", [input.destination.service]) if {
 	not destination_entry
 } else := sprintf("caller %s has no grant on service %q", [input.source.spiffe_id, input.destination.service]) if {
-	count(grants) == 0
+	not has_grants
 } else := sprintf("no grant lets %s call %s %s on service %q", [
 	input.source.spiffe_id,
 	input.request.method,
