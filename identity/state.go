@@ -56,9 +56,9 @@ type state struct {
 	lastErr   string
 	rotations uint64
 
-	expiry    prometheus.Gauge
-	rotated   prometheus.Counter
-	failures  prometheus.Counter
+	expiry   prometheus.Gauge
+	rotated  prometheus.Counter
+	failures prometheus.Counter
 }
 
 func newState(source string, clk Clock, reg prometheus.Registerer) (*state, error) {
