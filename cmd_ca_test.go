@@ -2,12 +2,20 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshguard/meshguard/ca"
+	"github.com/meshguard/meshguard/identity"
+	"github.com/meshguard/meshguard/internal/clock"
 )
 
 // dirState lists a directory's entries with their sizes, to prove a
@@ -121,5 +129,92 @@ func TestCACommands(t *testing.T) {
 				t.Fatalf("directory changed:\n%s\n->\n%s", before, after)
 			}
 		})
+	}
+}
+
+// TestCAWithIdentityClient runs the agent's real CA client (identity's
+// CASource) against the real CA server on loopback: bootstrap with a join
+// token, a rotation (rekey over mTLS) driven by the agent's fake clock, and
+// the replayed token refused for a second agent.
+func TestCAWithIdentityClient(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	fp, err := ca.Init(ca.InitConfig{Dir: dir, TrustDomain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.NewServer(ca.Config{Dir: dir, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ca Run: %v", err)
+		}
+	})
+	<-srv.Ready()
+	url := "https://" + srv.Addr().String()
+	id := spiffeid.RequireFromString("spiffe://example.org/svc/web")
+	tok, err := ca.CreateToken(dir, id, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	clk := clock.NewFake(time.Now())
+	agent, err := identity.NewCASource(identity.CAConfig{URL: url, Fingerprint: fp, Token: tok, Service: "web", Clock: clk, Rand: func() float64 { return 0.5 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Bootstrap(ctx); err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	first, err := agent.GetX509SVID()
+	if err != nil || first.ID != id {
+		t.Fatalf("SVID %v, %v; want %s", first, err, id)
+	}
+
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- agent.Run(agentCtx) }()
+	defer func() {
+		stopAgent()
+		<-agentDone
+	}()
+	changed := agent.Changed()
+	// Wait until Run sleeps on the clock, then jump past the rotation time.
+	deadline := time.Now().Add(10 * time.Second)
+	for clk.Waiters() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("agent never waited for its rotation time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	clk.Advance(agent.Status().NextRotation.Sub(clk.Now()) + time.Second)
+	select {
+	case <-changed:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no rotation; status %+v", agent.Status())
+	}
+	second, err := agent.GetX509SVID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID != id || second.Certificates[0].SerialNumber.Cmp(first.Certificates[0].SerialNumber) == 0 {
+		t.Fatalf("rotation gave %s serial %s", second.ID, second.Certificates[0].SerialNumber)
+	}
+	if pub, ok := second.Certificates[0].PublicKey.(*ecdsa.PublicKey); !ok || pub.Equal(first.Certificates[0].PublicKey) {
+		t.Fatal("rotation kept the old key (want rekey)")
+	}
+
+	// The token is spent: a second agent with it is refused for good.
+	other, err := identity.NewCASource(identity.CAConfig{URL: url, Fingerprint: fp, Token: tok, Service: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Bootstrap(ctx); err == nil || !strings.Contains(err.Error(), "the token was already used") {
+		t.Fatalf("replayed token: %v", err)
 	}
 }
