@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshguard/meshguard/ca"
 	"github.com/meshguard/meshguard/identity/workload"
 	"github.com/meshguard/meshguard/internal/testca"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -323,5 +324,88 @@ func TestStatusCommand(t *testing.T) {
 	}
 	if err := printStatus(&out, []byte("not json"), now); err == nil {
 		t.Fatal("garbage status accepted")
+	}
+}
+
+// TestAgentWithRealCA runs the agent command in-process against the real
+// CA: token bootstrap, the Workload API and admin, then a restart that
+// needs no token, and a refusal (exit 2) when neither token nor SVID exists.
+func TestAgentWithRealCA(t *testing.T) {
+	caDir := t.TempDir()
+	fp, err := ca.Init(ca.InitConfig{Dir: caDir, TrustDomain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.NewServer(ca.Config{Dir: caDir, Listen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCtx, caCancel := context.WithCancel(context.Background())
+	caDone := make(chan error, 1)
+	go func() { caDone <- srv.Run(caCtx) }()
+	defer func() { caCancel(); <-caDone }()
+	<-srv.Ready()
+	caURL := "https://" + srv.Addr().String()
+	id := spiffeid.RequireFromString("spiffe://example.org/svc/web")
+	tok, err := ca.CreateToken(caDir, id, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockDir, err := os.MkdirTemp("", "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(sockDir)
+	dataDir := filepath.Join(sockDir, "data")
+	sock := filepath.Join(sockDir, "w.sock")
+
+	agent := func(extra ...string) (string, func()) {
+		logs := &syncBuffer{}
+		env := &runEnv{stdout: io.Discard, stderr: logs, getenv: func(string) string { return "" }, logger: slog.New(slog.NewJSONHandler(logs, nil))}
+		ctx, cancel := context.WithCancel(context.Background())
+		code := make(chan int, 1)
+		args := append([]string{"agent", "--ca", caURL, "--ca-fingerprint", fp, "--service", "web", "--data-dir", dataDir,
+			"--workload-socket", sock, "--admin", "127.0.0.1:0"}, extra...)
+		go func() { code <- run(ctx, args, env) }()
+		addr := logValue(t, logs, "admin listening", "addr")
+		logValue(t, logs, "agent identity ready", "spiffe_id")
+		return addr, func() {
+			cancel()
+			if c := <-code; c != 0 {
+				t.Errorf("agent exit code = %d; logs:\n%s", c, logs)
+			}
+		}
+	}
+	addr, stop := agent("--token", tok)
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	xs, err := workloadapi.NewX509Source(wctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+sock)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := xs.GetX509SVID()
+	if got.ID != id {
+		t.Fatalf("Workload API SVID = %s", got.ID)
+	}
+	if _, _, err := x509svid.Verify(got.Certificates, xs); err != nil {
+		t.Fatal(err)
+	}
+	xs.Close()
+	stop()
+
+	// Restart without a token: the persisted SVID is enough.
+	_, stop = agent()
+	stop()
+
+	// No token and nothing persisted: exit 2 saying what to do.
+	env, _, errb := testEnv(nil)
+	if c := run(context.Background(), []string{"agent", "--ca", caURL, "--ca-fingerprint", fp, "--service", "web",
+		"--data-dir", t.TempDir(), "--admin", "127.0.0.1:0"}, env); c != 2 || !strings.Contains(errb.String(), "no valid persisted SVID and no join token") {
+		t.Fatalf("exit %d, stderr:\n%s", c, errb)
 	}
 }
