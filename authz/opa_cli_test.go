@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,7 +71,7 @@ func (e *installError) Error() string {
 
 // TestShippedPoliciesWithOPA: the shipped policy set passes the real
 // `opa test` and the strict `opa check`, so users can keep using OPA's own
-// tools on it.
+// tools on it, and its tests cover every line of every rule.
 func TestShippedPoliciesWithOPA(t *testing.T) {
 	opa := opaBinary(t)
 	for _, args := range [][]string{
@@ -84,6 +85,27 @@ func TestShippedPoliciesWithOPA(t *testing.T) {
 		if args[0] == "test" && !strings.HasPrefix(string(out), "PASS: ") {
 			t.Errorf("opa test: %s", out)
 		}
+	}
+	out, err := exec.Command(opa, "test", "--coverage", "--format", "json", "../policies").Output()
+	if err != nil {
+		t.Fatalf("opa test --coverage: %v", err)
+	}
+	var report struct {
+		Coverage float64 `json:"coverage"`
+		Files    map[string]struct {
+			NotCovered []any `json:"not_covered"`
+		} `json:"files"`
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("opa test --coverage output: %v", err)
+	}
+	if report.Coverage != 100 {
+		for f, c := range report.Files {
+			if len(c.NotCovered) > 0 {
+				t.Errorf("%s: not covered by tests: %v", f, c.NotCovered)
+			}
+		}
+		t.Errorf("coverage %.1f%%, want 100%%", report.Coverage)
 	}
 }
 
