@@ -172,6 +172,7 @@ type mesh struct {
 
 type meshOpts struct {
 	app      http.Handler
+	appAddr  string // use this running app instead of serving app
 	h2cApp   bool
 	allow    []string
 	routes   map[string]string
@@ -197,7 +198,10 @@ func newMesh(t testing.TB, o meshOpts) *mesh {
 		o.allow = []string{"/"}
 	}
 	m.authz = &fakeAuthz{allow: o.allow}
-	m.appAddr = startApp(t, o.app, o.h2cApp)
+	m.appAddr = o.appAddr
+	if m.appAddr == "" {
+		m.appAddr = startApp(t, o.app, o.h2cApp)
+	}
 	m.inCfg = InboundConfig{
 		Listener: listen(t), App: m.appAddr, Service: "users",
 		Source: m.usersSrc, Authorizer: m.authz, Metrics: m.usersM,
