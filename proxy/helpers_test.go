@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,13 +78,11 @@ type fakeAuthz struct {
 	mu    sync.Mutex
 	seen  []authz.Input
 	block chan struct{} // when non-nil, Authorize waits for it (ignoring ctx)
-	calls chan struct{}
+	calls atomic.Int64
 }
 
 func (a *fakeAuthz) Authorize(_ context.Context, in *authz.Input, _ string) authz.Decision {
-	if a.calls != nil {
-		a.calls <- struct{}{}
-	}
+	a.calls.Add(1)
 	if a.block != nil {
 		<-a.block
 	}
