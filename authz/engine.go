@@ -1,0 +1,375 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshguard/meshguard/internal/logkey"
+)
+
+// Defaults: Config fields left zero take these, except CacheSize (0 turns the
+// cache off), whose flag default is DefaultCacheSize.
+const (
+	DefaultTimeout      = 100 * time.Millisecond
+	DefaultCacheSize    = 10000
+	DefaultCacheTTL     = 10 * time.Second
+	DefaultPollInterval = time.Second
+)
+
+// ErrNoPolicy is what Ready returns (wrapped) until a policy revision has
+// been loaded.
+var ErrNoPolicy = errors.New("no policy loaded")
+
+// Config configures an Engine. Zero values take the defaults above.
+type Config struct {
+	// Dir is the policy directory (--policy). Required.
+	Dir string
+	// Timeout bounds one evaluation (--policy-timeout); past it the
+	// request is denied with a policy error.
+	Timeout time.Duration
+	// CacheSize is the number of cached decisions (--decision-cache,
+	// whose default is DefaultCacheSize). 0 disables the cache.
+	CacheSize int
+	// CacheTTL is how long a cached decision lives (--decision-cache-ttl).
+	CacheTTL time.Duration
+	// PollInterval is how often Run checks the directory for a new revision.
+	PollInterval time.Duration
+	// DryRun makes every decision an allow while still computing,
+	// counting and auditing what the policy said (--dry-run).
+	DryRun bool
+	// SkipTests loads revisions without running their _test.rego files
+	// (policy eval does this, to show what a policy with failing tests does).
+	SkipTests bool
+	// Audit receives denials (and sampled allows) from Authorize. Nil: no audit.
+	Audit *Auditor
+	// Logger gets reload outcomes. Nil: discarded.
+	Logger *slog.Logger
+	// Registerer gets the authz metrics. Nil: not registered.
+	Registerer prometheus.Registerer
+	// Now is the clock for decision IDs and for Rego's time built-ins.
+	Now func() time.Time
+}
+
+// Engine decides requests against the current policy revision. It is safe
+// for concurrent use; the revision is swapped whole, readers never lock.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *engineMetrics
+	ids     idGenerator
+	keys    *inputKeys
+	cache   *expirable.LRU[string, cachedDecision] // nil when disabled
+
+	current atomic.Pointer[compiledSet]
+
+	reloadMu  sync.Mutex // serializes Reload; guards the fields below
+	failedRev string     // last revision refused, so a poll does not retry it
+	failedErr error
+	loadErr   atomic.Pointer[error] // why no policy is loaded yet, for Ready
+}
+
+// cachedDecision is a cached policy outcome, tagged with the revision that
+// produced it: an evaluation that started before a swap may finish after the
+// purge, and its entry must not answer for the new revision.
+type cachedDecision struct {
+	revision string
+	allow    bool
+	reasons  []string
+}
+
+// New returns an Engine and loads the policy directory once. A directory
+// that fails to load does not fail New: the engine denies everything, Ready
+// says why, and Run keeps trying. New fails only on bad configuration.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("creating authz engine: policy directory is required")
+	}
+	if cfg.Timeout < 0 || cfg.CacheSize < 0 || cfg.CacheTTL < 0 || cfg.PollInterval < 0 {
+		return nil, errors.New("creating authz engine: timeout, cache size, cache TTL and poll interval must not be negative")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.CacheTTL == 0 {
+		cfg.CacheTTL = DefaultCacheTTL
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newEngineMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("creating authz engine: %w", err)
+	}
+	e := &Engine{cfg: cfg, log: log.With(logkey.Component, "authz"), metrics: m, keys: newInputKeys()}
+	if cfg.CacheSize > 0 {
+		e.cache = expirable.NewLRU[string, cachedDecision](cfg.CacheSize, nil, cfg.CacheTTL)
+	}
+	noPolicy := ErrNoPolicy
+	e.loadErr.Store(&noPolicy)
+	if err := e.Reload(context.Background()); err != nil {
+		e.log.Error("policy not loaded; denying every request until a revision loads", logkey.Path, cfg.Dir, logkey.Error, err)
+	}
+	return e, nil
+}
+
+// Ready returns nil once a policy revision is loaded; before that, an error
+// wrapping ErrNoPolicy and, when there is one, the load failure.
+func (e *Engine) Ready() error {
+	if e.current.Load() != nil {
+		return nil
+	}
+	return *e.loadErr.Load()
+}
+
+// Revision returns the content hash of the policy revision in force, or ""
+// when none is loaded.
+func (e *Engine) Revision() string {
+	if s := e.current.Load(); s != nil {
+		return s.revision
+	}
+	return ""
+}
+
+// Nondeterministic returns the non-deterministic built-ins the loaded
+// policy calls; when it is non-empty the decision cache is bypassed.
+func (e *Engine) Nondeterministic() []string {
+	if s := e.current.Load(); s != nil {
+		return append([]string(nil), s.nondeterministic...)
+	}
+	return nil
+}
+
+// Run polls the policy directory every PollInterval and hot-reloads new
+// revisions until ctx is done. Polling rather than fsnotify: it needs no new
+// dependency, and it sees every way a policy directory changes in practice —
+// editors that save by rename, Kubernetes ConfigMaps swapped through a
+// "..data" symlink, network file systems where inotify is silent. The
+// revision is a content hash, so a poll that finds nothing new costs one
+// read of a small directory and nothing else.
+func (e *Engine) Run(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := e.Reload(ctx); err != nil && !errors.Is(err, errAlreadyRefused) {
+				e.log.Error("policy reload refused; keeping the last good revision",
+					logkey.Path, e.cfg.Dir, logkey.Revision, e.Revision(), logkey.Error, err)
+			}
+		}
+	}
+}
+
+// errAlreadyRefused marks a Reload that found the same bad revision again.
+var errAlreadyRefused = errors.New("revision already refused")
+
+// Reload reads the policy directory and, if its content changed, compiles
+// it, runs its tests, prepares the decision query and swaps it in. On any
+// failure the revision in force stays, the failure is counted, and the error
+// is returned (a *PolicyError for parse or compile errors, a *TestFailure
+// for failing tests). A revision already refused is not retried until the
+// directory changes again; Reload then returns an error wrapping
+// errAlreadyRefused and the original failure.
+func (e *Engine) Reload(ctx context.Context) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	files, rev, err := readPolicyDir(e.cfg.Dir)
+	if err != nil {
+		return e.refuse("", err)
+	}
+	if cur := e.current.Load(); cur != nil && cur.revision == rev {
+		return nil
+	}
+	if rev == e.failedRev {
+		return fmt.Errorf("%w: %s: %w", errAlreadyRefused, rev, e.failedErr)
+	}
+	set, err := compile(ctx, files, rev, e.cfg.SkipTests)
+	if err != nil {
+		return e.refuse(rev, fmt.Errorf("loading policy revision %s: %w", rev, err))
+	}
+	e.current.Store(set)
+	if e.cache != nil {
+		e.cache.Purge()
+	}
+	e.failedRev, e.failedErr = "", nil
+	e.metrics.reloads.WithLabelValues(labelReloadOK).Inc()
+	if len(set.nondeterministic) > 0 {
+		e.log.Info("policy loaded; decision cache bypassed because the policy calls non-deterministic built-ins",
+			logkey.Revision, rev, "builtins", strings.Join(set.nondeterministic, ","))
+	} else {
+		e.log.Info("policy loaded", logkey.Revision, rev, "files", len(set.files))
+	}
+	return nil
+}
+
+func (e *Engine) refuse(rev string, err error) error {
+	e.failedRev, e.failedErr = rev, err
+	e.metrics.reloads.WithLabelValues(labelReloadFailed).Inc()
+	if e.current.Load() == nil {
+		wrapped := fmt.Errorf("%w: %w", ErrNoPolicy, err)
+		e.loadErr.Store(&wrapped)
+	}
+	return err
+}
+
+// Decide evaluates in against the policy in force, without auditing, and
+// returns the decision (see Authorize).
+func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
+	d, _ := e.decide(ctx, in, nil)
+	return d
+}
+
+// Authorize decides in, audits the decision (denials always; allows sampled
+// by the Auditor's AllowedRate) and returns it. It never returns an error:
+// failures are denies with reason "policy error: ...". In dry-run mode the
+// returned decision allows, with DryRun set and the policy's reasons kept.
+func (e *Engine) Authorize(ctx context.Context, in *Input, remoteAddr string) Decision {
+	d, denied := e.decide(ctx, in, nil)
+	if e.cfg.Audit != nil {
+		e.cfg.Audit.record(d, denied, in, remoteAddr)
+	}
+	return d
+}
+
+// decide returns the decision and whether the policy denied (which, in
+// dry-run mode, the decision's Allow no longer shows).
+// A non-nil tracer sees the evaluation, which then bypasses the cache.
+func (e *Engine) decide(ctx context.Context, in *Input, tracer topdown.QueryTracer) (Decision, bool) {
+	now := e.cfg.Now()
+	d := Decision{ID: e.ids.next(now), DryRun: e.cfg.DryRun}
+	set := e.current.Load()
+	var allow, failed bool
+	switch {
+	case set == nil:
+		d.Reasons, failed = []string{"policy error: " + ErrNoPolicy.Error()}, true
+	case in == nil:
+		d.Revision = set.revision
+		d.Reasons, failed = []string{"policy error: no input"}, true
+	default:
+		d.Revision = set.revision
+		allow, d.Reasons, d.Cached, failed = e.evaluate(ctx, set, in, now, tracer)
+	}
+	label := labelAllow
+	switch {
+	case failed:
+		label = labelError
+	case !allow:
+		label = labelDeny
+	}
+	denied := !allow
+	if denied && e.cfg.DryRun {
+		label = "dry_run_" + label
+		allow = true
+	}
+	d.Allow = allow
+	e.metrics.decisions.WithLabelValues(label).Inc()
+	return d, denied
+}
+
+// evaluate answers from the cache when the policy is deterministic, else
+// runs the prepared query under the per-evaluation deadline.
+func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now time.Time, tracer topdown.QueryTracer) (allow bool, reasons []string, cached, failed bool) {
+	useCache := e.cache != nil && len(set.nondeterministic) == 0 && tracer == nil
+	var key string
+	if useCache {
+		key = in.cacheKey()
+		if c, ok := e.cache.Get(key); ok && c.revision == set.revision {
+			e.metrics.cacheHits.Inc()
+			return c.allow, c.reasons, true, false
+		}
+	}
+	var opts []rego.EvalOption
+	if tracer != nil {
+		opts = append(opts, rego.EvalQueryTracer(tracer))
+	}
+	start := time.Now()
+	allow, reasons, err := e.eval(ctx, set, in, now, opts...)
+	e.metrics.evalDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return false, []string{"policy error: " + err.Error()}, false, true
+	}
+	reasons = redactReasons(reasons, in.Request.Headers)
+	if useCache {
+		e.cache.Add(key, cachedDecision{revision: set.revision, allow: allow, reasons: reasons})
+	}
+	return allow, reasons, false, false
+}
+
+func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time.Time, opts ...rego.EvalOption) (bool, []string, error) {
+	if err := ctx.Err(); err != nil {
+		return false, nil, fmt.Errorf("evaluation cancelled: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+	defer cancel()
+	opts = append(opts, rego.EvalParsedInput(e.keys.astValue(in)), rego.EvalTime(now))
+	rs, err := set.query.Eval(ctx, opts...)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return false, nil, fmt.Errorf("evaluation exceeded the %s policy timeout", e.cfg.Timeout)
+		}
+		if ctx.Err() != nil {
+			return false, nil, fmt.Errorf("evaluation cancelled: %w", ctx.Err())
+		}
+		return false, nil, err
+	}
+	if len(rs) == 0 {
+		return false, nil, errors.New(DecisionRef + " is undefined")
+	}
+	if len(rs) > 1 {
+		return false, nil, errors.New(DecisionRef + " has more than one value")
+	}
+	allow, ok := rs[0].Bindings["allow"].(bool)
+	if !ok {
+		return false, nil, fmt.Errorf("%s is not a boolean (got %s)", DecisionRef, typeName(rs[0].Bindings["allow"]))
+	}
+	raw, _ := rs[0].Bindings["reasons"].([]any)
+	reasons := make([]string, 0, len(raw))
+	for _, r := range raw {
+		s, ok := r.(string)
+		if !ok {
+			return false, nil, fmt.Errorf("data.meshguard.authz.reasons holds a non-string (%s)", typeName(r))
+		}
+		reasons = append(reasons, s)
+	}
+	if allow {
+		reasons = nil // reasons say why a request is denied
+	}
+	return allow, reasons, nil
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case []any:
+		return "array or set"
+	case map[string]any:
+		return "object"
+	default:
+		return "number"
+	}
+}

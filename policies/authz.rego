@@ -1,0 +1,86 @@
+# METADATA
+# title: meshguard allow-list
+# description: |
+#   Allows a request when data.meshguard.allowlist grants it and no deny
+#   rule (deny.rego) overrides the grant. Configure data.json; the rules
+#   rarely need changing.
+#
+#   data.meshguard.allowlist[<destination service>][<caller>] is a list of
+#   grants. <caller> is a SPIFFE ID ("spiffe://example.org/svc/web") or a
+#   service name ("web"); a service name only matches callers of the
+#   destination's own trust domain. A grant is
+#     {"methods": ["GET", ...] or ["*"],
+#      "paths":   ["/users/*", "/reports/**"],     (glob, "/"-separated)
+#      "headers": {"x-tenant": "acme"}}             (optional, exact values)
+package meshguard.authz
+
+default allow := false
+
+# A request is allowed when some grant covers it and nothing denies it.
+allow if {
+	granted
+	count(deny) == 0
+}
+
+# reasons says why a request is denied: every deny override that fired, and
+# why no grant matched.
+reasons contains reason if {
+	some reason in deny
+}
+
+reasons contains reason if {
+	not granted
+	reason := not_granted_reason
+}
+
+# granted holds when one grant for this caller on this destination covers
+# the method, the path and the required headers. Callers are matched by
+# SPIFFE ID, or by service name when they belong to the destination's own
+# trust domain.
+granted if {
+	some grant in destination_entry[input.source.spiffe_id]
+	covers(grant)
+}
+
+granted if {
+	input.source.trust_domain == destination_trust_domain
+	some grant in destination_entry[input.source.service]
+	covers(grant)
+}
+
+destination_entry := data.meshguard.allowlist[input.destination.service]
+
+destination_trust_domain := split(input.destination.spiffe_id, "/")[2]
+
+# covers: method ("*" = any), path glob ("*" stays within a segment, "**"
+# crosses them), and every listed header with exactly that value.
+covers(grant) if {
+	method_matches(grant.methods)
+	some pattern in grant.paths
+	glob.match(pattern, ["/"], input.request.path)
+	object.subset(input.request.headers, object.get(grant, "headers", {}))
+}
+
+method_matches(methods) if "*" in methods
+
+method_matches(methods) if input.request.method in methods
+
+# has_grants holds when the caller has any grant on the destination (only
+# used to word the reason of a denial).
+has_grants if count(destination_entry[input.source.spiffe_id]) > 0
+
+has_grants if {
+	input.source.trust_domain == destination_trust_domain
+	count(destination_entry[input.source.service]) > 0
+}
+
+not_granted_reason := sprintf("destination service %q has no allow-list entry", [input.destination.service]) if {
+	not destination_entry
+} else := sprintf("caller %s has no grant on service %q", [input.source.spiffe_id, input.destination.service]) if {
+	not has_grants
+} else := sprintf("no grant lets %s call %s %s on service %q", [
+	input.source.spiffe_id,
+	input.request.method,
+	input.request.path,
+	input.destination.service,
+])
