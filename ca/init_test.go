@@ -261,3 +261,23 @@ func TestParseServerSANs(t *testing.T) {
 		})
 	}
 }
+
+func TestServeAndTokenWithoutOfflineKeys(t *testing.T) {
+	dir := newCADir(t)
+	tok := mustToken(t, dir, "spiffe://example.org/svc/offline")
+	// The root key goes offline after init; the provisioner key may live
+	// only where tokens are minted.
+	for _, name := range []string{RootKeyFile, ProvisionerKeyFile} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := startServer(t, dir, nil)
+	if code, _, raw := r.signWith(t, tok, newKey(t), "spiffe://example.org/svc/offline"); code != 201 {
+		t.Fatalf("sign: %d %s", code, raw)
+	}
+	if _, err := CreateToken(dir, spiffeid.RequireFromString("spiffe://example.org/svc/x"), time.Minute); err == nil ||
+		!strings.Contains(err.Error(), "(provisioner.key is missing)") {
+		t.Fatalf("token without provisioner key: %v", err)
+	}
+}
