@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/meshguard/meshguard/ca"
+	"github.com/meshguard/meshguard/registry"
+	"github.com/meshguard/meshguard/registry/boltstore"
+	"github.com/meshguard/meshguard/registry/etcdstore"
 )
 
 // caError maps the ca package's configuration errors (bad trust domain,
@@ -44,11 +49,23 @@ func cmdCAInit(_ context.Context, env *runEnv, args []string) error {
 	return nil
 }
 
+// registryFile is the embedded registry store in the CA directory, used
+// when ca serve has no --store.
+const registryFile = "registry.db"
+
+// registryStore is what ca serve needs of a registry store: the Store API,
+// and Run for lease expiry (bolt) or nothing (etcd).
+type registryStore interface {
+	registry.Store
+	Run(ctx context.Context) error
+}
+
 func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 	fs := newFlagSet("ca serve", env)
 	dir := fs.String("dir", "", "CA directory written by `meshguard ca init`")
 	listen := fs.String("listen", ca.DefaultListen, "HTTPS listen address (its host goes into the server certificate)")
 	ttl := fs.Duration("svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs")
+	store := fs.String("store", "", "registry store: empty for the embedded file store (DIR/"+registryFile+"), or etcd://host:2379[,host:2379...] shared by several replicas")
 	passwordFile := fs.String("password-file", "", "password file, if `ca init` encrypted the keys")
 	var names stringList
 	fs.Var(&names, "server-name", "extra DNS name or IP for the server certificate (repeatable)")
@@ -58,18 +75,59 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 	if err := requireFlag(fs, "dir", *dir); err != nil {
 		return err
 	}
-	srv, err := ca.NewServer(ca.Config{
+	var endpoints []string
+	if *store != "" {
+		eps, err := etcdstore.ParseURL(*store)
+		if err != nil {
+			return usagef("ca serve: --store: %v", err)
+		}
+		endpoints = eps
+	}
+	cfg := ca.Config{
 		Dir:          *dir,
 		Listen:       *listen,
 		SVIDTTL:      *ttl,
 		PasswordFile: *passwordFile,
 		ServerNames:  names,
 		Logger:       env.logger,
-	})
+	}
+	// Validate flags and the CA directory before any state is created.
+	if err := cfg.Check(); err != nil {
+		return caError(err)
+	}
+	td, err := ca.LoadTrustDomain(*dir)
 	if err != nil {
 		return caError(err)
 	}
-	return srv.Run(ctx)
+
+	var st registryStore
+	if endpoints == nil {
+		st, err = boltstore.Open(filepath.Join(*dir, registryFile), boltstore.Options{})
+	} else {
+		st, err = etcdstore.Open(ctx, endpoints, etcdstore.Options{})
+	}
+	if err != nil {
+		return fmt.Errorf("open registry store: %w", err)
+	}
+	defer st.Close()
+	reg, err := registry.NewHandler(registry.HandlerConfig{Store: st, TrustDomain: td, Logger: env.logger})
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	cfg.Registry = reg
+	srv, err := ca.NewServer(cfg)
+	if err != nil {
+		return caError(err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error {
+		if err := st.Run(gctx); err != nil {
+			return fmt.Errorf("registry store: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
 }
 
 func cmdTokenCreate(_ context.Context, env *runEnv, args []string) error {

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +20,7 @@ import (
 	"github.com/meshguard/meshguard/ca"
 	"github.com/meshguard/meshguard/identity"
 	"github.com/meshguard/meshguard/internal/clock"
+	"github.com/meshguard/meshguard/registry"
 )
 
 // dirState lists a directory's entries with their sizes, to prove a
@@ -109,6 +114,10 @@ func TestCACommands(t *testing.T) {
 			wantErr: "read key " + filepath.Join(corrupt, ca.IntermediateKeyFile)},
 		{name: "serve encrypted without password", args: []string{"ca", "serve", "--dir", encrypted, "--listen", "127.0.0.1:0"}, dir: encrypted,
 			wantErr: "the CA keys are encrypted; give --password-file"},
+		{name: "serve bad store", args: []string{"ca", "serve", "--dir", caDir, "--store", "redis://x"}, dir: caDir,
+			wantErr: "--store: parse store \"redis://x\": want etcd://host:port"},
+		{name: "serve bad listen", args: []string{"ca", "serve", "--dir", caDir, "--listen", "localhost"}, dir: caDir,
+			wantErr: `listen address "localhost"`},
 		{name: "serve bad ttl", args: []string{"ca", "serve", "--dir", caDir, "--svid-ttl", "1s"}, dir: caDir,
 			wantErr: "svid ttl 1s out of range"},
 	}
@@ -216,5 +225,112 @@ func TestCAWithIdentityClient(t *testing.T) {
 	}
 	if err := other.Bootstrap(ctx); err == nil || !strings.Contains(err.Error(), "the token was already used") {
 		t.Fatalf("replayed token: %v", err)
+	}
+}
+
+// TestCAServeHostsRegistry runs `meshguard ca serve` as main runs it: the
+// CA and the registry API on one TLS listener. An agent identity from a
+// join token registers itself over mTLS and lists the registry.
+func TestCAServeHostsRegistry(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	fp, err := ca.Init(ca.InitConfig{Dir: dir, TrustDomain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	env, _, errb := testEnv(nil)
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"ca", "serve", "--dir", dir, "--listen", addr}, env) }()
+	stopped := false
+	stop := func() int {
+		if stopped {
+			return 0
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	defer stop()
+
+	root, err := ca.LoadRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	url := "https://" + addr
+	plain := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer plain.CloseIdleConnections()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := plain.Get(url + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("ca serve exited %d: %s", code, errb)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ca serve not healthy: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	id := spiffeid.RequireFromString("spiffe://example.org/svc/web")
+	tok, err := ca.CreateToken(dir, id, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := identity.NewCASource(identity.CAConfig{URL: url, Fingerprint: fp, Token: tok, Service: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svid, err := agent.GetX509SVID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{PrivateKey: svid.PrivateKey}
+	for _, c := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	mtls := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
+	defer mtls.CloseIdleConnections()
+	rc, err := registry.NewClient(mtls, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Register(ctx, registry.Registration{Service: "web", SPIFFEID: id.String(), Address: "127.0.0.1:15443", Routes: []string{"/web"}}); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	snap, err := rc.List(ctx)
+	if err != nil || len(snap.Entries) != 1 || snap.Entries[0].SPIFFEID != id.String() {
+		t.Fatalf("list: %+v, %v", snap, err)
+	}
+	// Without a client certificate the registry refuses.
+	anon, _ := registry.NewClient(plain, url)
+	if _, err := anon.List(ctx); err == nil {
+		t.Fatal("anonymous list succeeded")
+	}
+
+	if code := stop(); code != 0 {
+		t.Fatalf("ca serve exited %d: %s", code, errb)
+	}
+	if _, err := os.Stat(filepath.Join(dir, registryFile)); err != nil {
+		t.Fatalf("embedded registry store: %v", err)
 	}
 }

@@ -46,11 +46,12 @@ func LoadTrustDomain(dir string) (spiffeid.TrustDomain, error) {
 	return ParseTrustDomain(conf.TrustDomain)
 }
 
-// loadAuthority reads everything ca serve needs from dir. Every failure is a
-// ConfigError: the operator has to fix the directory or the password.
-// The root key and the provisioner key are not needed (and may be kept
-// elsewhere).
-func loadAuthority(dir, passwordFile string) (*Authority, error) {
+// LoadAuthority reads everything ca serve needs from dir, without opening
+// or writing anything: callers use it to validate a directory before they
+// create state next to it. Every failure is a *ConfigError: the operator
+// has to fix the directory or the password. The root key and the
+// provisioner key are not needed (and may be kept elsewhere).
+func LoadAuthority(dir, passwordFile string) (*Authority, error) {
 	if err := checkInitialised(dir, RootCertFile, IntermediateCertFile, IntermediateKeyFile); err != nil {
 		return nil, err
 	}

@@ -113,20 +113,9 @@ type Server struct {
 // as *ConfigError. Call Run to serve, or Close to release the database
 // without serving.
 func NewServer(cfg Config) (*Server, error) {
-	if cfg.Listen == "" {
-		cfg.Listen = DefaultListen
-	}
-	if cfg.SVIDTTL == 0 {
-		cfg.SVIDTTL = DefaultSVIDTTL
-	}
-	if cfg.SVIDTTL < MinSVIDTTL || cfg.SVIDTTL > MaxSVIDTTL {
-		return nil, configErrorf("ca server: svid ttl %s out of range [%s, %s]", cfg.SVIDTTL, MinSVIDTTL, MaxSVIDTTL)
-	}
-	if cfg.Rate <= 0 {
-		cfg.Rate = DefaultRate
-	}
-	if cfg.Burst <= 0 {
-		cfg.Burst = DefaultBurst
+	sans, err := cfg.normalize()
+	if err != nil {
+		return nil, err
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -136,11 +125,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
-	sans, err := parseServerSANs(cfg.Listen, cfg.ServerNames)
-	if err != nil {
-		return nil, &ConfigError{Err: fmt.Errorf("ca server: %w", err)}
-	}
-	m, err := loadAuthority(cfg.Dir, cfg.PasswordFile)
+	m, err := LoadAuthority(cfg.Dir, cfg.PasswordFile)
 	if err != nil {
 		return nil, err
 	}
@@ -176,6 +161,41 @@ func NewServer(cfg Config) (*Server, error) {
 	s.inters.AddCert(m.Intermediate)
 	s.handler = s.routes()
 	return s, nil
+}
+
+// Check validates cfg and the CA directory without opening or writing
+// anything, so that a caller can refuse bad input before it creates state
+// (NewServer runs the same checks). Failures are *ConfigError.
+func (cfg Config) Check() error {
+	if _, err := cfg.normalize(); err != nil {
+		return err
+	}
+	_, err := LoadAuthority(cfg.Dir, cfg.PasswordFile)
+	return err
+}
+
+// normalize fills defaults, checks ranges and derives the server SANs.
+func (cfg *Config) normalize() (serverSANs, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.SVIDTTL == 0 {
+		cfg.SVIDTTL = DefaultSVIDTTL
+	}
+	if cfg.SVIDTTL < MinSVIDTTL || cfg.SVIDTTL > MaxSVIDTTL {
+		return serverSANs{}, configErrorf("ca server: svid ttl %s out of range [%s, %s]", cfg.SVIDTTL, MinSVIDTTL, MaxSVIDTTL)
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = DefaultBurst
+	}
+	sans, err := parseServerSANs(cfg.Listen, cfg.ServerNames)
+	if err != nil {
+		return serverSANs{}, &ConfigError{Err: fmt.Errorf("ca server: %w", err)}
+	}
+	return sans, nil
 }
 
 // newAuthority embeds smallstep's authority: our root and intermediate
