@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshguard/meshguard/ca"
@@ -110,6 +113,16 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 		return fmt.Errorf("open registry store: %w", err)
 	}
 	defer st.Close()
+	if endpoints != nil {
+		// Replicas share etcd: used join tokens must be shared there too,
+		// or a token could be redeemed once per replica.
+		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			return fmt.Errorf("token ledger: connect to etcd: %w", err)
+		}
+		defer cli.Close()
+		cfg.TokenLedger = &etcdLedger{cli: cli, prefix: tokenLedgerPrefix, now: time.Now}
+	}
 	reg, err := registry.NewHandler(registry.HandlerConfig{Store: st, TrustDomain: td, Logger: env.logger})
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
@@ -128,6 +141,43 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// tokenLedgerPrefix is where `ca serve` replicas record used join tokens
+// in etcd (beside the registry's keys).
+const tokenLedgerPrefix = "/meshguard/ca/used-tokens/"
+
+// etcdLedger is a ca.TokenLedger in etcd: one key per used token ID, on a
+// lease that ends shortly after the token expires, created in a
+// transaction that succeeds only if the key did not exist.
+type etcdLedger struct {
+	cli    *clientv3.Client
+	prefix string
+	now    func() time.Time
+}
+
+// Use implements ca.TokenLedger.
+func (l *etcdLedger) Use(ctx context.Context, tokenID string, expiry time.Time) (bool, error) {
+	ttl := int64(math.Ceil(expiry.Sub(l.now()).Seconds())) + 1
+	if ttl < 1 {
+		ttl = 1
+	}
+	lease, err := l.cli.Grant(ctx, ttl)
+	if err != nil {
+		return false, fmt.Errorf("grant lease: %w", err)
+	}
+	key := l.prefix + tokenID
+	resp, err := l.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, "", clientv3.WithLease(lease.ID))).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("record %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		_, _ = l.cli.Revoke(ctx, lease.ID) // the key keeps its first lease
+	}
+	return resp.Succeeded, nil
 }
 
 func cmdTokenCreate(_ context.Context, env *runEnv, args []string) error {

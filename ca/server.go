@@ -70,6 +70,9 @@ type Config struct {
 	// Registry, when set, serves /v1/registry/ on the same listener; it
 	// reads the caller's verified SVID from r.TLS.VerifiedChains.
 	Registry http.Handler
+	// TokenLedger, when set, records used token IDs for every replica of
+	// the CA (in addition to the local database); see TokenLedger.
+	TokenLedger TokenLedger
 	// Rate and Burst bound issuance per caller (remote IP for /1.0/sign,
 	// SPIFFE ID for renew/rekey). Zero means DefaultRate/DefaultBurst.
 	Rate  float64
