@@ -71,7 +71,10 @@ type InitConfig struct {
 // the command line maps it to exit code 2.
 type ConfigError struct{ Err error }
 
+// Error returns the underlying message, which says what to fix.
 func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 func configErrorf(format string, args ...any) error {
