@@ -239,7 +239,7 @@ func TestParseServerSANs(t *testing.T) {
 		{listen: "127.0.0.1:8443", want: "127.0.0.1"},
 		{listen: "ca.example.org:8443", extra: []string{"10.0.0.1", "ca"}, want: "ca.example.org,ca,10.0.0.1"},
 		{listen: "[::1]:8443", want: "::1"},
-		{listen: ":8443", want: strings.TrimSuffix("localhost,"+host, ",") + ",127.0.0.1,::1"},
+		{listen: ":8443", want: strings.TrimSuffix("localhost,"+host, ",") + ",127.0.0.1,::1"}, // and the interface addresses
 		{listen: "nope", wantErr: `listen address "nope"`},
 		{listen: "127.0.0.1:1", extra: []string{"a/b"}, wantErr: `server name "a/b" is neither`},
 	}
@@ -255,7 +255,7 @@ func TestParseServerSANs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.Join(s.names(), ","); got != tc.want {
+			if got := strings.Join(s.names(), ","); got != tc.want && !strings.HasPrefix(got, tc.want+",") {
 				t.Fatalf("names = %q, want %q", got, tc.want)
 			}
 		})

@@ -101,8 +101,9 @@ type Server struct {
 	bundle    []byte
 	sans      serverSANs
 
-	certMu sync.Mutex
-	cert   atomic.Pointer[serverCert]
+	certMu   sync.Mutex
+	cert     atomic.Pointer[serverCert]
+	sniCerts map[string]*serverCert // guarded by certMu
 
 	started   atomic.Bool
 	ready     chan struct{}
@@ -158,6 +159,7 @@ func NewServer(cfg Config) (*Server, error) {
 		metrics:   met,
 		bundle:    bundleJSON,
 		sans:      sans,
+		sniCerts:  map[string]*serverCert{},
 		ready:     make(chan struct{}),
 	}
 	s.roots.AddCert(m.Root)
@@ -343,7 +345,7 @@ func (s *Server) Addr() net.Addr {
 func (s *Server) TLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.serverCertificate() },
+		GetCertificate: s.serverCertFor,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
 		ClientCAs:      s.roots,
 		NextProtos:     []string{"h2", "http/1.1"},
