@@ -133,6 +133,15 @@ func NewServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, c := range []*x509.Certificate{m.Root, m.Intermediate} {
+		if t := now(); t.After(c.NotAfter) || t.Before(c.NotBefore) {
+			return nil, configErrorf("ca server: %q is valid only from %s to %s; issue a new CA with `meshguard ca init --force`",
+				c.Subject.CommonName, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	if left := m.Intermediate.NotAfter.Sub(now()); left < 30*24*time.Hour {
+		logger.Warn("the CA intermediate expires soon; SVIDs cannot outlive it", slog.Time(logkey.Expiry, m.Intermediate.NotAfter))
+	}
 	bundle := spiffebundle.FromX509Authorities(m.TrustDomain, []*x509.Certificate{m.Root})
 	bundle.SetRefreshHint(bundleRefresh)
 	bundleJSON, err := bundle.Marshal()

@@ -634,6 +634,8 @@ func TestNewServerRefusesBadDirectories(t *testing.T) {
 		{name: "key of another CA", cfg: Config{Dir: swapped}, wantErr: "intermediate.key does not match intermediate.crt"},
 		{name: "bad listen", cfg: Config{Dir: otherDir, Listen: "nope"}, wantErr: `listen address "nope"`},
 		{name: "ttl too short", cfg: Config{Dir: otherDir, SVIDTTL: time.Second}, wantErr: "svid ttl 1s out of range"},
+		{name: "intermediate expired", cfg: Config{Dir: otherDir, Now: func() time.Time { return time.Now().Add(IntermediateLifetime + time.Hour) }},
+			wantErr: `"meshguard intermediate CA example.org" is valid only from`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
