@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -14,8 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshguard/meshguard/ca"
-	"github.com/meshguard/meshguard/registry"
-	"github.com/meshguard/meshguard/registry/boltstore"
 	"github.com/meshguard/meshguard/registry/etcdstore"
 )
 
@@ -52,23 +50,12 @@ func cmdCAInit(_ context.Context, env *runEnv, args []string) error {
 	return nil
 }
 
-// registryFile is the embedded registry store in the CA directory, used
-// when ca serve has no --store.
-const registryFile = "registry.db"
-
-// registryStore is what ca serve needs of a registry store: the Store API,
-// and Run for lease expiry (bolt) or nothing (etcd).
-type registryStore interface {
-	registry.Store
-	Run(ctx context.Context) error
-}
-
 func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 	fs := newFlagSet("ca serve", env)
 	dir := fs.String("dir", "", "CA directory written by `meshguard ca init`")
 	listen := fs.String("listen", ca.DefaultListen, "HTTPS listen address (its host goes into the server certificate)")
 	ttl := fs.Duration("svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs")
-	store := fs.String("store", "", "registry store: empty for the embedded file store (DIR/"+registryFile+"), or etcd://host:2379[,host:2379...] shared by several replicas")
+	storeSpec := fs.String("store", "", "registry store: empty for the embedded store in --dir ("+registryDBFile+"), or etcd://HOST:PORT[,HOST:PORT...] shared by several replicas")
 	passwordFile := fs.String("password-file", "", "password file, if `ca init` encrypted the keys")
 	var names stringList
 	fs.Var(&names, "server-name", "extra DNS name or IP for the server certificate (repeatable)")
@@ -78,14 +65,6 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 	if err := requireFlag(fs, "dir", *dir); err != nil {
 		return err
 	}
-	var endpoints []string
-	if *store != "" {
-		eps, err := etcdstore.ParseURL(*store)
-		if err != nil {
-			return usagef("ca serve: --store: %v", err)
-		}
-		endpoints = eps
-	}
 	cfg := ca.Config{
 		Dir:          *dir,
 		Listen:       *listen,
@@ -94,28 +73,24 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 		ServerNames:  names,
 		Logger:       env.logger,
 	}
-	// Validate flags and the CA directory before any state is created.
+	// Validate flags and the CA directory before any state is created, so
+	// a bad flag or an unreadable key leaves the directory untouched; a
+	// malformed --store is refused before the store is opened.
 	if err := cfg.Check(); err != nil {
 		return caError(err)
 	}
-	td, err := ca.LoadTrustDomain(*dir)
+	h, store, err := registryHandler(ctx, *dir, *storeSpec, env.logger)
 	if err != nil {
-		return caError(err)
+		return err
 	}
-
-	var st registryStore
-	if endpoints == nil {
-		st, err = boltstore.Open(filepath.Join(*dir, registryFile), boltstore.Options{})
-	} else {
-		st, err = etcdstore.Open(ctx, endpoints, etcdstore.Options{})
-	}
-	if err != nil {
-		return fmt.Errorf("open registry store: %w", err)
-	}
-	defer st.Close()
-	if endpoints != nil {
+	defer store.Close()
+	if strings.HasPrefix(*storeSpec, "etcd://") {
 		// Replicas share etcd: used join tokens must be shared there too,
 		// or a token could be redeemed once per replica.
+		endpoints, err := etcdstore.ParseURL(*storeSpec)
+		if err != nil {
+			return usagef("ca serve: --store %q: %v", *storeSpec, err)
+		}
 		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
 			return fmt.Errorf("token ledger: connect to etcd: %w", err)
@@ -123,11 +98,7 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 		defer cli.Close()
 		cfg.TokenLedger = &etcdLedger{cli: cli, prefix: tokenLedgerPrefix, now: time.Now}
 	}
-	reg, err := registry.NewHandler(registry.HandlerConfig{Store: st, TrustDomain: td, Logger: env.logger})
-	if err != nil {
-		return fmt.Errorf("registry: %w", err)
-	}
-	cfg.Registry = reg
+	cfg.Registry = h
 	srv, err := ca.NewServer(cfg)
 	if err != nil {
 		return caError(err)
@@ -135,7 +106,7 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error {
-		if err := st.Run(gctx); err != nil {
+		if err := store.Run(gctx); err != nil {
 			return fmt.Errorf("registry store: %w", err)
 		}
 		return nil

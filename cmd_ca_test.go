@@ -120,7 +120,7 @@ func TestCACommands(t *testing.T) {
 		{name: "serve encrypted without password", args: []string{"ca", "serve", "--dir", encrypted, "--listen", "127.0.0.1:0"}, dir: encrypted,
 			wantErr: "the CA keys are encrypted; give --password-file"},
 		{name: "serve bad store", args: []string{"ca", "serve", "--dir", caDir, "--store", "redis://x"}, dir: caDir,
-			wantErr: "--store: parse store \"redis://x\": want etcd://host:port"},
+			wantErr: `--store "redis://x": want empty (embedded store) or etcd://`},
 		{name: "serve bad listen", args: []string{"ca", "serve", "--dir", caDir, "--listen", "localhost"}, dir: caDir,
 			wantErr: `listen address "localhost"`},
 		{name: "serve bad ttl", args: []string{"ca", "serve", "--dir", caDir, "--svid-ttl", "1s"}, dir: caDir,
@@ -293,7 +293,7 @@ func TestCAServeHostsRegistry(t *testing.T) {
 	}
 
 	stop()
-	if _, err := os.Stat(filepath.Join(dir, registryFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, registryDBFile)); err != nil {
 		t.Fatalf("embedded registry store: %v", err)
 	}
 }
