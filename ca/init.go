@@ -27,7 +27,7 @@ import (
 )
 
 // Files of the CA directory written by Init. Operators back up the whole
-// directory; DBFile holds the used token IDs and the issued certificates.
+// directory; DBFile (created by the server) holds the used token IDs.
 const (
 	RootCertFile         = "root.crt"
 	RootKeyFile          = "root.key"

@@ -215,7 +215,8 @@ func (cfg *Config) normalize() (serverSANs, error) {
 // newAuthority embeds smallstep's authority: our root and intermediate
 // signer, one JWK provisioner with the SVID template, an X.509 name policy
 // allowing only URIs of the trust domain, and the bbolt database in the CA
-// directory (so used token IDs survive restarts).
+// directory (so used token IDs survive restarts; issued certificates are
+// not stored, see usedTokensOnly).
 func newAuthority(cfg Config, m *Authority, sans serverSANs) (*authority.Authority, error) {
 	minTTL := min(cfg.SVIDTTL, 5*time.Minute)
 	no := false
@@ -233,10 +234,13 @@ func newAuthority(cfg Config, m *Authority, sans serverSANs) (*authority.Authori
 		},
 		Options: &provisioner.Options{X509: &provisioner.X509Options{Template: svidTemplate}},
 	}
+	authDB, err := db.New(&db.Config{Type: "bbolt", DataSource: filepath.Join(cfg.Dir, DBFile)})
+	if err != nil {
+		return nil, fmt.Errorf("ca server: open %s: %w", filepath.Join(cfg.Dir, DBFile), err)
+	}
 	conf := &config.Config{
 		Address:  cfg.Listen,
 		DNSNames: sans.names(),
-		DB:       &db.Config{Type: "bbolt", DataSource: filepath.Join(cfg.Dir, DBFile)},
 		AuthorityConfig: &config.AuthConfig{
 			Provisioners: provisioner.List{prov},
 			// Tokens are minted offline, possibly before this process
@@ -250,15 +254,24 @@ func newAuthority(cfg Config, m *Authority, sans serverSANs) (*authority.Authori
 	}
 	a, err := authority.NewEmbedded(
 		authority.WithConfig(conf),
+		authority.WithDatabase(usedTokensOnly{authDB}),
 		authority.WithX509RootCerts(m.Root),
 		authority.WithX509SignerChain([]*x509.Certificate{m.Intermediate}, m.Signer),
 		authority.WithQuietInit(),
 	)
 	if err != nil {
+		_ = authDB.Shutdown()
 		return nil, fmt.Errorf("ca server: start authority: %w", err)
 	}
 	return a, nil
 }
+
+// usedTokensOnly is smallstep's database without its certificate storage:
+// it keeps used token IDs (replay protection) and revocation lookups, but
+// hides StoreCertificate, so the database does not grow by one record per
+// rotation forever. Every issuance is logged (serial, SPIFFE ID, expiry)
+// instead.
+type usedTokensOnly struct{ db.AuthDB }
 
 // stepEndpoints are the smallstep API routes we serve, at / and /1.0, as
 // step-ca does. Revocation, CRL and SSH endpoints are not served.
