@@ -301,11 +301,12 @@ func newAgentIdentity(c *agentConfig, log *slog.Logger, reg prometheus.Registere
 // agentStatus is the /status document. Parts added later (policy, peers,
 // routes) add fields here; `meshguard status` prints unknown ones as JSON.
 type agentStatus struct {
-	Version     string          `json:"version"`
-	Ready       bool            `json:"ready"`
-	NotReady    string          `json:"not_ready,omitempty"`
-	Identity    identity.Status `json:"identity"`
-	WorkloadAPI string          `json:"workload_api,omitempty"`
+	Version     string           `json:"version"`
+	Ready       bool             `json:"ready"`
+	NotReady    string           `json:"not_ready,omitempty"`
+	Identity    identity.Status  `json:"identity"`
+	WorkloadAPI string           `json:"workload_api,omitempty"`
+	DataPlane   *dataPlaneStatus `json:"data_plane,omitempty"`
 }
 
 func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
@@ -327,9 +328,19 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 	if cfg.spiffeSocket == "" && cfg.dataDir == "" {
 		log.Warn("no --data-dir: the SVID and key live in memory only; a restart needs a new join token")
 	}
-	ready := func() error { return src.Ready() }
+	dp, err := newDataPlane(cfg, src, log, reg)
+	if err != nil {
+		return err
+	}
+	ready := func() error {
+		if err := src.Ready(); err != nil {
+			return err
+		}
+		return dp.Ready()
+	}
 	status := func() any {
-		st := agentStatus{Version: version, Identity: src.Status(), WorkloadAPI: cfg.workloadSocket}
+		dps := dp.Status()
+		st := agentStatus{Version: version, Identity: src.Status(), WorkloadAPI: cfg.workloadSocket, DataPlane: &dps}
 		if err := ready(); err != nil {
 			st.NotReady = err.Error()
 		} else {
@@ -366,6 +377,7 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 		if wl != nil {
 			g.Go(func() error { return wl.Run(gctx) })
 		}
+		g.Go(func() error { return dp.Run(gctx) })
 		return src.Run(gctx)
 	})
 	err = g.Wait()

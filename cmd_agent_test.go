@@ -216,7 +216,7 @@ func TestAgentFromWorkloadAPI(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"agent", "--spiffe-socket", "unix://" + upPath, "--service", "web",
-			"--workload-socket", ownPath, "--admin", "127.0.0.1:0"}, env)
+			"--workload-socket", ownPath, "--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0"}, env)
 	}()
 	defer func() {
 		cancel()
@@ -367,7 +367,7 @@ func TestAgentWithRealCA(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		code := make(chan int, 1)
 		args := append([]string{"agent", "--ca", caURL, "--ca-fingerprint", fp, "--service", "web", "--data-dir", dataDir,
-			"--workload-socket", sock, "--admin", "127.0.0.1:0"}, extra...)
+			"--workload-socket", sock, "--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0"}, extra...)
 		go func() { code <- run(ctx, args, env) }()
 		addr := logValue(t, logs, "admin listening", "addr")
 		logValue(t, logs, "agent identity ready", "spiffe_id")
