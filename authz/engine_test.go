@@ -58,8 +58,10 @@ func TestFailClosed(t *testing.T) {
 		},
 		{
 			name: "deadline",
-			// Never finishes: 10^10 iterations with nothing materialized.
-			policy:  "allow if {\n\tsome i in numbers.range(1, 100000)\n\tsome j in numbers.range(1, 100000)\n\ti * j == -1\n}\n",
+			// 81 million iterations: far beyond 20ms on any machine. The
+			// bound depends on input so that load-time partial evaluation
+			// cannot run it.
+			policy:  "allow if {\n\tn := count(input.request.path) * 1000\n\tsome i in numbers.range(1, n)\n\tsome j in numbers.range(1, n)\n\ti * j == -1\n}\n",
 			timeout: 20 * time.Millisecond,
 			want:    "policy error: evaluation exceeded the 20ms policy timeout",
 		},
@@ -432,4 +434,21 @@ reasons contains sprintf("%s may not %s", [input.source.service, input.request.m
 	// Output:
 	// false [web may not DELETE]
 	// true []
+}
+
+// TestNondeterministicPerRequest: time.now_ns is evaluated per request at
+// the engine's clock (EvalTime), not folded in when the policy is loaded
+// and partially evaluated, and never cached.
+func TestNondeterministicPerRequest(t *testing.T) {
+	clock := newFakeClock()
+	until := clock.Now().Add(time.Second).UnixNano()
+	dir := policyDir(t, map[string]string{"p.rego": pkg + fmt.Sprintf("default allow := false\n\nallow if time.now_ns() < %d\n", until)})
+	e, _, _ := testEngine(t, dir, Config{Now: clock.Now, CacheSize: 100})
+	if d := e.Decide(context.Background(), webInput()); !d.Allow {
+		t.Fatalf("before the deadline: %+v", d)
+	}
+	clock.Advance(2 * time.Second)
+	if d := e.Decide(context.Background(), webInput()); d.Allow || d.Cached {
+		t.Fatalf("after the deadline: %+v, want an uncached deny", d)
+	}
 }

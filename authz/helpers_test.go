@@ -56,7 +56,7 @@ type fakeClock struct {
 }
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 22, 5, 0, 0, 0, time.UTC)}
+	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 }
 
 func (c *fakeClock) Now() time.Time {
