@@ -31,6 +31,9 @@ func TestRunExitCodes(t *testing.T) {
 		{name: "unknown flag", args: []string{"version", "--nope"}, wantCode: 2, wantErr: "flag provided but not defined: -nope"},
 		{name: "stray argument", args: []string{"version", "extra"}, wantCode: 2, wantErr: `unexpected argument "extra"`},
 		{name: "version", args: []string{"version"}, wantCode: 0},
+		{name: "dev with bad base port", args: []string{"dev", "--base-port", "80"}, wantCode: 2, wantErr: "--base-port 80 out of range"},
+		{name: "demo-app without name", args: []string{"demo-app"}, wantCode: 2, wantErr: "--name is required (or set MESHGUARD_NAME)"},
+		{name: "demo-app bad listen", args: []string{"demo-app", "--name", "x", "--listen", "nope"}, wantCode: 2, wantErr: "--listen nope"},
 		{name: "help", args: []string{"help"}, wantCode: 0, wantErr: "commands:"},
 	}
 	for _, tc := range tests {

@@ -41,6 +41,7 @@ func commands() []command {
 		{"registry list", "list services, endpoints, routes, owners and leases", cmdRegistryList},
 		{"edge", "run an edge agent that exposes chosen mesh routes", cmdEdge},
 		{"dev", "run a whole local mesh: CA, registry, three agents and demo apps", cmdDev},
+		{"demo-app", "run one tiny demo HTTP service (used by dev, compose and the Kubernetes example)", cmdDemoApp},
 		{"version", "print the version", cmdVersion},
 	}
 }

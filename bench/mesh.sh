@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# bench/mesh.sh: meshguard's two-agent path against a direct call and against
+# an nginx mTLS pair, in one run on this machine, with h2load.
+#
+#   bash bench/mesh.sh                 # 10 s per measurement
+#   DURATION=30 bash bench/mesh.sh     # longer runs
+#   ONLY=direct,nginx bash bench/mesh.sh
+#
+# Paths measured (client speaks h2c to the first hop in every case):
+#   direct:    h2load -> backend (nginx, `return 200`)
+#   nginx:     h2load -> nginx A -(mTLS, proxy_ssl, keepalive)-> nginx B (ssl_verify_client on) -> backend
+#   meshguard: h2load -> agent web (outbound) -(mTLS, HTTP/2, one connection)-> agent users
+#              (inbound, Rego on every request with the shipped policies, audit on) -> backend
+# Each at max throughput (64 concurrent streams: 4 connections x 16 streams)
+# and at a fixed 1000 req/s (4 connections x 250 req/s). Prints req/s, p50
+# and p99 (from h2load's per-request log), each as a ratio to direct, and each
+# proxy's peak RSS (VmHWM). Everything listens on 127.0.0.1 only.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+ONLY=${ONLY:-direct,nginx,meshguard}
+BASE_PORT=${BASE_PORT:-19000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+need() { # need COMMAND DEBIAN_PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $2 (for $1)" >&2
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq "$2" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }
+  else
+    echo "bench/mesh.sh: $1 is missing; install the Debian package $2" >&2; exit 2
+  fi
+}
+need h2load nghttp2-client
+need nginx nginx
+need openssl openssl
+need curl curl
+NGINX=$(command -v nginx)
+
+work=$(mktemp -d /tmp/meshguard-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for conf in "$work"/nginx-*.conf; do
+    [ -f "$conf" ] && "$NGINX" -c "$conf" -s quit 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { echo $((BASE_PORT + $1)); }
+BACKEND=$(port 0) BACKEND_H2C=$(port 1) NGX_A=$(port 2) NGX_B=$(port 3)
+CA=$(port 10) MG_WEB_OUT=$(port 11) MG_WEB_IN=$(port 12) MG_WEB_ADMIN=$(port 13)
+MG_USERS_IN=$(port 14) MG_USERS_OUT=$(port 15) MG_USERS_ADMIN=$(port 16)
+
+wait_http() { # wait_http URL [curl args...]: up to 15 s
+  local url=$1; shift
+  for _ in $(seq 150); do
+    curl -s -o /dev/null --max-time 1 "$@" "$url" && return 0
+    sleep 0.1
+  done
+  echo "bench/mesh.sh: $url did not come up" >&2; exit 1
+}
+
+nginx_conf() { # nginx_conf NAME BODY: a standalone nginx instance
+  local name=$1 body=$2
+  mkdir -p "$work/$name"
+  cat >"$work/nginx-$name.conf" <<NGX
+worker_processes 2;
+pid $work/$name/nginx.pid;
+error_log $work/$name/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/$name; proxy_temp_path $work/$name;
+  fastcgi_temp_path $work/$name; uwsgi_temp_path $work/$name; scgi_temp_path $work/$name;
+  keepalive_requests 1000000;
+$body
+}
+NGX
+  "$NGINX" -c "$work/nginx-$name.conf"
+}
+
+nginx_rss_kb() { # peak RSS of an nginx instance: master + workers
+  local master; master=$(cat "$work/$1/nginx.pid")
+  local total=0
+  for p in $master $(pgrep -P "$master"); do
+    total=$((total + $(awk '/VmHWM/ {print $2}' /proc/$p/status)))
+  done
+  echo "$total"
+}
+
+proc_rss_kb() { awk '/VmHWM/ {print $2}' /proc/$1/status; }
+
+# ---------------------------------------------------------------- backend
+nginx_conf backend "
+  server {
+    listen 127.0.0.1:$BACKEND;
+    listen 127.0.0.1:$BACKEND_H2C http2;
+    location / { return 200 'ok\n'; }
+  }"
+wait_http "http://127.0.0.1:$BACKEND/"
+
+results=()
+measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000 req/s run
+  local name=$1 url=$2; shift 2
+  local log mode
+  for mode in max 1000rps; do
+    log="$work/h2load-$name-$mode.log"
+    local rate=()
+    [ "$mode" = 1000rps ] && rate=(--rps 250)
+    h2load -c 4 -m 16 "${rate[@]}" -D "$DURATION" --warm-up-time "$WARMUP" \
+      --log-file "$log" "$@" "$url" >"$work/h2load-$name-$mode.out" 2>&1 || {
+        echo "h2load failed for $name/$mode:"; cat "$work/h2load-$name-$mode.out"; exit 1; }
+    local rps failed p50 p99
+    rps=$(awk '/^finished in/ {print $4}' "$work/h2load-$name-$mode.out")
+    failed=$(awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="failed,") print $i}' "$work/h2load-$name-$mode.out")
+    # column 3 is microseconds until the end of the response
+    read -r p50 p99 < <(awk -F'\t' '$2 < 400 {print $3}' "$log" | sort -n | awk '{v[NR]=$1} END {
+      if (NR==0) {print "nan nan"; exit}
+      i50=int(NR*0.50); if (i50<1) i50=1; i99=int(NR*0.99); if (i99<1) i99=1
+      printf "%.3f %.3f\n", v[i50]/1000, v[i99]/1000 }')
+    results+=("$name $mode $rps $p50 $p99 ${failed:-0}")
+  done
+}
+
+IFS=, read -ra scenarios <<<"$ONLY"
+rss=()
+for s in "${scenarios[@]}"; do
+  case $s in
+  direct)
+    measure direct "http://127.0.0.1:$BACKEND_H2C/users/1"
+    ;;
+  nginx)
+    # certificates for the pair, with SPIFFE IDs as URI SANs
+    d="$work/pki"; mkdir -p "$d"
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/ca.key"
+    openssl req -x509 -new -key "$d/ca.key" -subj "/CN=bench root" -days 1 -out "$d/ca.crt" \
+      -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+    for who in web users; do
+      openssl ecparam -name prime256v1 -genkey -noout -out "$d/$who.key"
+      openssl req -new -key "$d/$who.key" -subj "/" -out "$d/$who.csr" 2>/dev/null
+      printf 'subjectAltName=URI:spiffe://example.org/svc/%s,DNS:%s.mesh\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=critical,CA:false\n' "$who" "$who" >"$d/$who.ext"
+      openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 1 -extfile "$d/$who.ext" -out "$d/$who.crt" 2>/dev/null
+    done
+    nginx_conf nginx-b "
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGX_B ssl http2;
+    ssl_certificate $d/users.crt; ssl_certificate_key $d/users.key;
+    ssl_client_certificate $d/ca.crt; ssl_verify_client on;
+    ssl_protocols TLSv1.3;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
+    nginx_conf nginx-a "
+  upstream users_mtls { server 127.0.0.1:$NGX_B; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGX_A http2;
+    location / {
+      proxy_pass https://users_mtls;
+      proxy_http_version 1.1; proxy_set_header Connection \"\";
+      proxy_ssl_certificate $d/web.crt; proxy_ssl_certificate_key $d/web.key;
+      proxy_ssl_trusted_certificate $d/ca.crt; proxy_ssl_verify on; proxy_ssl_name users.mesh;
+      proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on;
+    }
+  }"
+    wait_http "http://127.0.0.1:$NGX_A/users/1" --http2-prior-knowledge
+    [ "$(curl -s --http2-prior-knowledge "http://127.0.0.1:$NGX_A/users/1")" = ok ] || { echo "nginx pair does not answer"; exit 1; }
+    measure nginx "http://127.0.0.1:$NGX_A/users/1"
+    rss+=("nginx-pair $(( $(nginx_rss_kb nginx-a) + $(nginx_rss_kb nginx-b) ))")
+    ;;
+  meshguard)
+    mg="$work/meshguard"; mkdir -p "$mg"
+    (cd "$root" && go build -o "$mg/meshguard" .)
+    fp=$("$mg/meshguard" ca init --dir "$mg/ca" --trust-domain example.org)
+    "$mg/meshguard" ca serve --dir "$mg/ca" --listen "127.0.0.1:$CA" 2>"$mg/ca.log" & pids+=($!)
+    wait_http "https://127.0.0.1:$CA/health" -k
+    for who in web users; do
+      "$mg/meshguard" token create --dir "$mg/ca" --spiffe-id "spiffe://example.org/svc/$who" >"$mg/$who.token"
+    done
+    MESHGUARD_CA="https://127.0.0.1:$CA" MESHGUARD_CA_FINGERPRINT="$fp" MESHGUARD_POLICY="$root/policies" \
+      "$mg/meshguard" agent --service users --token-file "$mg/users.token" --app "127.0.0.1:$BACKEND" \
+      --route /users --inbound "127.0.0.1:$MG_USERS_IN" --outbound "127.0.0.1:$MG_USERS_OUT" \
+      --admin "127.0.0.1:$MG_USERS_ADMIN" --data-dir "$mg/users" --audit-log "$mg/users-audit.log" \
+      2>"$mg/users.log" & users_pid=$!; pids+=($users_pid)
+    MESHGUARD_CA="https://127.0.0.1:$CA" MESHGUARD_CA_FINGERPRINT="$fp" MESHGUARD_POLICY="$root/policies" \
+      "$mg/meshguard" agent --service web --token-file "$mg/web.token" --app "127.0.0.1:$BACKEND" \
+      --inbound "127.0.0.1:$MG_WEB_IN" --outbound "127.0.0.1:$MG_WEB_OUT" --admin "127.0.0.1:$MG_WEB_ADMIN" \
+      --data-dir "$mg/web" --audit-log "$mg/web-audit.log" \
+      --peer "users=spiffe://example.org/svc/users@127.0.0.1:$MG_USERS_IN" \
+      2>"$mg/web.log" & web_pid=$!; pids+=($web_pid)
+    wait_http "http://127.0.0.1:$MG_USERS_ADMIN/readyz"
+    wait_http "http://127.0.0.1:$MG_WEB_ADMIN/readyz"
+    wait_http "http://127.0.0.1:$MG_WEB_OUT/users/1" --http2-prior-knowledge -H "Host: users" --fail
+    measure meshguard "http://127.0.0.1:$MG_WEB_OUT/users/1" -H ":authority: users"
+    rss+=("meshguard-pair $(( $(proc_rss_kb $web_pid) + $(proc_rss_kb $users_pid) ))")
+    ;;
+  *) echo "bench/mesh.sh: unknown scenario $s (want direct, nginx, meshguard)" >&2; exit 2 ;;
+  esac
+done
+
+# ---------------------------------------------------------------- report
+printf '\n%-10s %-8s %12s %9s %9s %8s %10s %10s\n' path mode "req/s" "p50 ms" "p99 ms" failed "req/s/dir" "p99/dir"
+for r in "${results[@]}"; do
+  read -r name mode rps p50 p99 failed <<<"$r"
+  base=$(printf '%s\n' "${results[@]}" | awk -v m="$mode" '$1=="direct" && $2==m {print $3, $5}')
+  read -r brps bp99 <<<"${base:-nan nan}"
+  printf '%-10s %-8s %12.0f %9.3f %9.3f %8s %10s %10s\n' "$name" "$mode" "$rps" "$p50" "$p99" "$failed" \
+    "$(awk -v a="$rps" -v b="$brps" 'BEGIN { if (b+0>0) printf "%.2f", a/b; else print "-" }')" \
+    "$(awk -v a="$p99" -v b="$bp99" 'BEGIN { if (b+0>0) printf "%.2f", a/b; else print "-" }')"
+done
+echo
+for r in "${rss[@]}"; do read -r name kb <<<"$r"; printf 'peak RSS %-15s %8.1f MiB\n' "$name" "$(awk -v k="$kb" 'BEGIN {print k/1024}')"; done
