@@ -3,11 +3,14 @@ package authz
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // TestLoadLayout: data files are placed by directory as OPA does, YAML
@@ -135,4 +138,56 @@ func TestNoGoroutineLeak(t *testing.T) {
 	<-done
 	<-done
 	waitFor(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestInputValueMatchesJSON: the direct conversion gives exactly the value
+// OPA would build from the input's JSON (DESIGN.md's document), on first
+// sight and when interned terms are reused.
+func TestInputValueMatchesJSON(t *testing.T) {
+	keys := newInputKeys()
+	inputs := []*Input{webInput(), benchInput(), {
+		Source:      Source{SPIFFEID: "spiffe://other.org/svc/web", TrustDomain: "other.org", Service: "web"},
+		Destination: Destination{SPIFFEID: "spiffe://example.org/svc/users", Service: "users"},
+		Request: Request{Method: "PATCH", Path: "/a/b", Query: map[string][]string{"a": {}, "b": {"1", "2"}},
+			Headers: map[string]string{"x": "", "authorization": "Bearer t"}, Host: "users.mesh", Protocol: "HTTP/1.1"},
+	}}
+	for round := range 2 {
+		for i, in := range inputs {
+			data, err := json.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var doc any
+			if err := json.Unmarshal(data, &doc); err != nil {
+				t.Fatal(err)
+			}
+			want, err := ast.InterfaceToValue(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := keys.astValue(in); got.Compare(want) != 0 {
+				t.Errorf("round %d input %d:\n got %v\nwant %v", round, i, got, want)
+			}
+		}
+	}
+}
+
+// TestInternTableBounded: a full table stops growing; lookups still work.
+func TestInternTableBounded(t *testing.T) {
+	tab := internTable[string]{limit: 3}
+	for i := range 10 {
+		s := fmt.Sprint(i)
+		if got := tab.put(s, ast.StringTerm(s)); got.Value.Compare(ast.String(s)) != 0 {
+			t.Fatalf("put(%q) returned %v", s, got)
+		}
+	}
+	if n := len(*tab.m.Load()); n != 3 {
+		t.Fatalf("table holds %d terms, want 3", n)
+	}
+	if _, ok := tab.get("9"); ok {
+		t.Error("value past the bound was interned")
+	}
+	if v, ok := tab.get("0"); !ok || v.Value.Compare(ast.String("0")) != 0 {
+		t.Error("interned value lost")
+	}
 }
