@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -216,9 +217,9 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.metrics.reloads.WithLabelValues(labelReloadOK).Inc()
 	if len(set.nondeterministic) > 0 {
 		e.log.Info("policy loaded; decision cache bypassed because the policy calls non-deterministic built-ins",
-			logkey.Revision, rev, "builtins", strings.Join(set.nondeterministic, ","))
+			logkey.Revision, rev, logkey.Builtins, strings.Join(set.nondeterministic, ","))
 	} else {
-		e.log.Info("policy loaded", logkey.Revision, rev, "files", len(set.files))
+		e.log.Info("policy loaded", logkey.Revision, rev, logkey.Files, len(set.files))
 	}
 	return nil
 }
@@ -299,7 +300,8 @@ func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now 
 		key = in.cacheKey()
 		if c, ok := e.cache.Get(key); ok && c.revision == set.revision {
 			e.metrics.cacheHits.Inc()
-			return c.allow, c.reasons, true, false
+			// A copy: the caller owns its Decision, the cache its entry.
+			return c.allow, slices.Clone(c.reasons), true, false
 		}
 	}
 	start := time.Now()
