@@ -215,6 +215,10 @@ func (e *Engine) Reload(ctx context.Context) error {
 	}
 	e.failedRev, e.failedErr = "", nil
 	e.metrics.reloads.WithLabelValues(labelReloadOK).Inc()
+	if set.partialErr != nil {
+		e.log.Warn("policy evaluated as written: partial evaluation was not possible (decisions are correct, only slower)",
+			logkey.Revision, rev, logkey.Error, set.partialErr)
+	}
 	if len(set.nondeterministic) > 0 {
 		e.log.Info("policy loaded; decision cache bypassed because the policy calls non-deterministic built-ins",
 			logkey.Revision, rev, logkey.Builtins, strings.Join(set.nondeterministic, ","))

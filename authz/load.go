@@ -143,9 +143,8 @@ func (e *PolicyError) Error() string {
 
 // TestFailure reports a policy revision whose _test.rego tests fail.
 type TestFailure struct {
-	Failed  []TestResult
-	Total   int
-	Summary string
+	Failed []TestResult
+	Total  int
 }
 
 func (e *TestFailure) Error() string {
@@ -163,6 +162,9 @@ type TestResult struct {
 	Pass     bool   `json:"pass"`
 	Skip     bool   `json:"skip,omitempty"`
 	Error    string `json:"error,omitempty"`
+
+	file string // for ordering by file, then line
+	row  int
 }
 
 func (r TestResult) String() string {
@@ -326,7 +328,10 @@ type compiledSet struct {
 	// nondeterministic lists the non-deterministic built-ins the policy
 	// calls; when it is non-empty, decisions are never cached.
 	nondeterministic []string
-	files            []string
+	// partialErr says why partial evaluation was not possible (the
+	// queries concerned are then evaluated on the rules as written).
+	partialErr error
+	files      []string
 }
 
 // compile turns a policy directory's files into a compiledSet: strict
@@ -374,18 +379,27 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 		if err != nil {
 			return nil, fmt.Errorf("parsing decision query: %w", err)
 		}
-		var opts []rego.PrepareOption
-		if q.namespace != "" {
-			opts = append(opts, rego.WithPartialEval())
+		prepare := func(partial bool) (rego.PreparedEvalQuery, error) {
+			opts := []func(*rego.Rego){
+				rego.ParsedQuery(body),
+				rego.Compiler(compiler),
+				rego.Store(store),
+				rego.StoreReadAST(true),
+				rego.StrictBuiltinErrors(true),
+			}
+			if !partial {
+				return rego.New(opts...).PrepareForEval(ctx)
+			}
+			opts = append(opts, rego.PartialNamespace(q.namespace))
+			return rego.New(opts...).PrepareForEval(ctx, rego.WithPartialEval())
 		}
-		pq, err := rego.New(
-			rego.ParsedQuery(body),
-			rego.PartialNamespace(q.namespace),
-			rego.Compiler(compiler),
-			rego.Store(store),
-			rego.StoreReadAST(true),
-			rego.StrictBuiltinErrors(true),
-		).PrepareForEval(ctx, opts...)
+		pq, err := prepare(q.namespace != "")
+		if err != nil && q.namespace != "" && ctx.Err() == nil {
+			// Partial evaluation is an optimization: a policy it cannot
+			// handle is evaluated as written.
+			set.partialErr = errors.Join(set.partialErr, err)
+			pq, err = prepare(false)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("preparing query %s: %w", q.text, err)
 		}
@@ -437,13 +451,22 @@ func testModules(ctx context.Context, p *parsed) ([]TestResult, error) {
 		tr := TestResult{Name: r.Package + "." + r.Name, Pass: r.Pass(), Skip: r.Skip}
 		if r.Location != nil {
 			tr.Location = fmt.Sprintf("%s:%d", r.Location.File, r.Location.Row)
+			tr.file, tr.row = r.Location.File, r.Location.Row
 		}
 		if r.Error != nil {
 			tr.Error = r.Error.Error()
 		}
 		results = append(results, tr)
 	}
-	slices.SortFunc(results, func(a, b TestResult) int { return strings.Compare(a.Location+a.Name, b.Location+b.Name) })
+	slices.SortFunc(results, func(a, b TestResult) int {
+		if c := strings.Compare(a.file, b.file); c != 0 {
+			return c
+		}
+		if a.row != b.row {
+			return a.row - b.row
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	return results, nil
 }
 
