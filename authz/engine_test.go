@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -450,5 +451,51 @@ func TestNondeterministicPerRequest(t *testing.T) {
 	clock.Advance(2 * time.Second)
 	if d := e.Decide(context.Background(), webInput()); d.Allow || d.Cached {
 		t.Fatalf("after the deadline: %+v, want an uncached deny", d)
+	}
+}
+
+// TestConcurrentDecideAndReload: decisions made while revisions swap are
+// each made whole by one revision (run with -race).
+func TestConcurrentDecideAndReload(t *testing.T) {
+	policies := []string{
+		pkg + "allow := true\n",
+		pkg + "default allow := false\n\nallow if input.request.method == \"GET\"\n",
+	}
+	dir := policyDir(t, map[string]string{"p.rego": policies[0]})
+	a := NewAuditor(&syncWriter{w: new(bytes.Buffer)}, AuditConfig{AllowedRate: 1, Buffer: 16})
+	e, _, _ := testEngine(t, dir, Config{CacheSize: 64, Audit: a})
+	stop := runAuditor(t, a)
+	defer stop()
+	revs := map[string]bool{e.Revision(): true}
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				in := webInput()
+				in.Request.Path = fmt.Sprintf("/users/%d", (i+w)%8)
+				if d := e.Authorize(context.Background(), in, ""); !d.Allow || d.Revision == "" || len(d.Reasons) != 0 {
+					errs <- fmt.Errorf("decision %+v", d)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := range 10 {
+		writePolicy(t, dir, map[string]string{"p.rego": policies[(i+1)%2] + fmt.Sprintf("\n# revision %d\n", i)})
+		if err := e.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		revs[e.Revision()] = true
+	}
+	cancel()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(revs) != 11 {
+		t.Errorf("%d revisions, want 11", len(revs))
 	}
 }
