@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // benchInput is a typical allowed request against the shipped policy set.
@@ -35,7 +36,10 @@ func loop(b *testing.B, op func()) {
 
 func benchEngine(b *testing.B, cacheSize int) *Engine {
 	b.Helper()
-	e, err := New(Config{Dir: "../policies", CacheSize: cacheSize, SkipTests: true})
+	// A generous deadline: on a loaded machine (or under a profiler) a
+	// single evaluation can pass 100ms, and a policy-error deny would end
+	// the benchmark.
+	e, err := New(Config{Dir: "../policies", CacheSize: cacheSize, SkipTests: true, Timeout: 10 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
