@@ -209,7 +209,11 @@ func (e *Engine) Reload(ctx context.Context) error {
 	if err != nil {
 		return e.refuse(rev, fmt.Errorf("loading policy revision %s: %w", rev, err))
 	}
-	e.current.Store(set)
+	old := e.current.Swap(set)
+	if old != nil {
+		e.metrics.revision.DeleteLabelValues(old.revision)
+	}
+	e.metrics.revision.WithLabelValues(rev).Set(1)
 	if e.cache != nil {
 		e.cache.Purge()
 	}

@@ -218,6 +218,12 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	if got := metricValue(t, reg, "meshguard_policy_reloads_total", "result", "success"); got != 2 {
 		t.Errorf("reloads{success} = %v, want 2", got)
 	}
+	if got := metricValue(t, reg, "meshguard_policy_revision_info", "revision", e.Revision()); got != 1 {
+		t.Errorf("revision_info{%s} = %v, want 1", e.Revision(), got)
+	}
+	if got := metricValue(t, reg, "meshguard_policy_revision_info", "revision", good); got != 0 {
+		t.Errorf("revision_info of the replaced revision = %v, want it gone", got)
+	}
 	if !strings.Contains(logs.String(), `"msg":"policy loaded"`) {
 		t.Errorf("no load logged: %s", logs)
 	}

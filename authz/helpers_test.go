@@ -132,6 +132,9 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...
 			if c := m.GetCounter(); c != nil {
 				return c.GetValue()
 			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
 			if h := m.GetHistogram(); h != nil {
 				return float64(h.GetSampleCount())
 			}
