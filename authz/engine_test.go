@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -503,5 +504,49 @@ func TestConcurrentDecideAndReload(t *testing.T) {
 	}
 	if len(revs) != 11 {
 		t.Errorf("%d revisions, want 11", len(revs))
+	}
+}
+
+func TestStatus(t *testing.T) {
+	dir := policyDir(t, map[string]string{"p.rego": pkg + "allow := true\n"})
+	e, _, _ := testEngine(t, dir, Config{CacheSize: 10, DryRun: true})
+	st := e.Status()
+	if !st.Ready || st.Revision != e.Revision() || !st.Cache || !st.DryRun || st.Error != "" || !slices.Equal(st.Files, []string{"p.rego"}) {
+		t.Fatalf("status %+v", st)
+	}
+	writePolicy(t, dir, map[string]string{"p.rego": pkg + "allow if {\n"})
+	if err := e.Reload(context.Background()); err == nil {
+		t.Fatal("bad revision loaded")
+	}
+	if st := e.Status(); !st.Ready || !strings.Contains(st.Error, "rego_parse_error") {
+		t.Fatalf("after a refused reload: %+v", st)
+	}
+	empty, _, _ := testEngine(t, t.TempDir(), Config{})
+	if st := empty.Status(); st.Ready || !strings.Contains(st.Error, "no policy loaded") {
+		t.Fatalf("no policy: %+v", st)
+	}
+}
+
+func TestOpenAuditLog(t *testing.T) {
+	var stderr bytes.Buffer
+	w, closeFn, err := OpenAuditLog("-", &stderr)
+	if err != nil || w != &stderr || closeFn() != nil {
+		t.Fatalf("stderr sink: %v %v", w, err)
+	}
+	path := t.TempDir() + "/audit.log"
+	w, closeFn, err = OpenAuditLog(path, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(w, "line")
+	if err := closeFn(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("audit log mode %v, %v; want 0600", st.Mode(), err)
+	}
+	if _, _, err := OpenAuditLog(t.TempDir()+"/missing/audit.log", &stderr); err == nil || !strings.HasPrefix(err.Error(), "opening audit log: ") {
+		t.Fatalf("err = %v", err)
 	}
 }
