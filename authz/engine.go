@@ -79,6 +79,7 @@ type Engine struct {
 	failedRev string     // last revision refused, so a poll does not retry it
 	failedErr error
 	loadErr   atomic.Pointer[error] // why no policy is loaded yet, for Ready
+	refusal   atomic.Pointer[string] // why the last revision was refused, for Status (lock-free: a reload may run long)
 }
 
 // cachedDecision is a cached policy outcome, tagged with the revision that
@@ -218,6 +219,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 		e.cache.Purge()
 	}
 	e.failedRev, e.failedErr = "", nil
+	e.refusal.Store(nil)
 	e.metrics.reloads.WithLabelValues(labelReloadOK).Inc()
 	if set.partialErr != nil {
 		e.log.Warn("policy evaluated as written: partial evaluation was not possible (decisions are correct, only slower)",
@@ -234,6 +236,8 @@ func (e *Engine) Reload(ctx context.Context) error {
 
 func (e *Engine) refuse(rev string, err error) error {
 	e.failedRev, e.failedErr = rev, err
+	msg := err.Error()
+	e.refusal.Store(&msg)
 	e.metrics.reloads.WithLabelValues(labelReloadFailed).Inc()
 	if e.current.Load() == nil {
 		wrapped := fmt.Errorf("%w: %w", ErrNoPolicy, err)

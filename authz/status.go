@@ -30,11 +30,9 @@ func (e *Engine) Status() Status {
 	st.Revision, st.Ready, st.Files = set.revision, true, set.files
 	st.Cache = e.cache != nil && len(set.nondeterministic) == 0
 	st.Uncached = append(st.Uncached, set.nondeterministic...)
-	e.reloadMu.Lock()
-	if e.failedErr != nil {
-		st.Error = e.failedErr.Error()
+	if msg := e.refusal.Load(); msg != nil {
+		st.Error = *msg
 	}
-	e.reloadMu.Unlock()
 	return st
 }
 
