@@ -78,7 +78,7 @@ type Engine struct {
 	reloadMu  sync.Mutex // serializes Reload; guards the fields below
 	failedRev string     // last revision refused, so a poll does not retry it
 	failedErr error
-	loadErr   atomic.Pointer[error] // why no policy is loaded yet, for Ready
+	loadErr   atomic.Pointer[error]  // why no policy is loaded yet, for Ready
 	refusal   atomic.Pointer[string] // why the last revision was refused, for Status (lock-free: a reload may run long)
 }
 
