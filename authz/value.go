@@ -3,6 +3,7 @@ package authz
 import (
 	"encoding/binary"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -174,32 +175,41 @@ func (in *Input) cacheKey() string {
 	} {
 		b = appendString(b, s)
 	}
-	var keyBuf [16]string
-	keys := keyBuf[:0]
-	for k := range in.Request.Headers {
-		keys = append(keys, k)
+	// Pairs are gathered in stack arrays and sorted by name: no map
+	// lookups after the sort, no allocation for the usual handful.
+	var hBuf [16]headerPair
+	headers := hBuf[:0]
+	for k, v := range in.Request.Headers {
+		headers = append(headers, headerPair{k, v})
 	}
-	slices.Sort(keys)
-	b = binary.AppendUvarint(b, uint64(len(keys)))
-	for _, k := range keys {
-		b = appendString(b, k)
-		b = appendString(b, in.Request.Headers[k])
+	slices.SortFunc(headers, func(a, b headerPair) int { return strings.Compare(a.name, b.name) })
+	b = binary.AppendUvarint(b, uint64(len(headers)))
+	for _, h := range headers {
+		b = appendString(b, h.name)
+		b = appendString(b, h.value)
 	}
-	keys = keyBuf[:0]
-	for k := range in.Request.Query {
-		keys = append(keys, k)
+	var qBuf [8]queryParam
+	query := qBuf[:0]
+	for k, vs := range in.Request.Query {
+		query = append(query, queryParam{k, vs})
 	}
-	slices.Sort(keys)
-	b = binary.AppendUvarint(b, uint64(len(keys)))
-	for _, k := range keys {
-		b = appendString(b, k)
-		vs := in.Request.Query[k]
-		b = binary.AppendUvarint(b, uint64(len(vs)))
-		for _, v := range vs {
+	slices.SortFunc(query, func(a, b queryParam) int { return strings.Compare(a.name, b.name) })
+	b = binary.AppendUvarint(b, uint64(len(query)))
+	for _, q := range query {
+		b = appendString(b, q.name)
+		b = binary.AppendUvarint(b, uint64(len(q.vs)))
+		for _, v := range q.vs {
 			b = appendString(b, v)
 		}
 	}
 	return string(b)
+}
+
+type headerPair struct{ name, value string }
+
+type queryParam struct {
+	name string
+	vs   []string
 }
 
 func appendString(b []byte, s string) []byte {
