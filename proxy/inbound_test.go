@@ -325,8 +325,9 @@ func TestInboundDenyAndHeaders(t *testing.T) {
 	}
 }
 
-// TestInboundSmuggling: conflicting Content-Length and unsupported
-// transfer codings are refused before the policy and the app.
+// TestInboundSmuggling: Content-Length with Transfer-Encoding, conflicting
+// Content-Length and unsupported transfer codings are refused (400) before
+// the policy and the app.
 func TestInboundSmuggling(t *testing.T) {
 	hits := 0
 	var mu sync.Mutex
@@ -340,6 +341,9 @@ func TestInboundSmuggling(t *testing.T) {
 	for _, raw := range []string{
 		"POST / HTTP/1.1\r\nHost: users\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
 		"POST / HTTP/1.1\r\nHost: users\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: users\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: users\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.0\r\nHost: users\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
 	} {
 		resp, _ := rawInbound(t, m, raw)
 		if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusNotImplemented {

@@ -146,6 +146,12 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		HTTP2:             h2Config(cfg.MaxConcurrentStreams),
 		Protocols:         new(http.Protocols),
 		ErrorLog:          slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if fc, ok := c.(*framingConn); ok {
+				return context.WithValue(ctx, scanKey{}, &fc.scan)
+			}
+			return ctx
+		},
 	}
 	// HTTP/1.1 and h2c with prior knowledge. net/http never performs the
 	// "Upgrade: h2c" dance, and the handler strips Upgrade anyway.
@@ -164,7 +170,7 @@ func (o *Outbound) Run(ctx context.Context) error {
 	}
 	defer o.cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- o.srv.Serve(o.ln) }()
+	go func() { errc <- o.srv.Serve(plainListener{o.ln}) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
@@ -338,7 +344,16 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	putStatusWriter(sw)
 }
 
+type scanKey struct{}
+
 func (o *Outbound) serve(w http.ResponseWriter, r *http.Request) string {
+	if r.ProtoMajor == 1 {
+		if scan, _ := r.Context().Value(scanKey{}).(*h1Scanner); scan != nil && scan.refuse() {
+			w.Header().Set("Connection", "close")
+			writeJSONError(w, http.StatusBadRequest, "bad request", "detail", "ambiguous message framing (Content-Length with Transfer-Encoding, or conflicting Content-Length)")
+			return ""
+		}
+	}
 	path, rawQuery, err := NormalizePath(r.RequestURI)
 	if err != nil {
 		writeJSONError(w, http.StatusBadRequest, "bad request", "detail", err.Error())
