@@ -314,3 +314,31 @@ func TestPoolRenewsBeforeExpiry(t *testing.T) {
 	}
 	eventually(t, "old connection drained", func() bool { return counterValue(m.webM.upstreams) == 1 })
 }
+
+// TestRequestTimeout: past --request-timeout the caller gets 504 JSON, on
+// the outbound side (peer too slow) and on the inbound side (app too slow).
+func TestRequestTimeout(t *testing.T) {
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	for _, side := range []string{"outbound", "inbound"} {
+		t.Run(side, func(t *testing.T) {
+			opts := meshOpts{app: app}
+			if side == "outbound" {
+				opts.outTweak = func(c *OutboundConfig) { c.RequestTimeout = 50 * time.Millisecond }
+			} else {
+				opts.inTweak = func(c *InboundConfig) { c.RequestTimeout = 50 * time.Millisecond }
+			}
+			m := newMesh(t, opts)
+			c := newClient()
+			defer c.CloseIdleConnections()
+			resp, body := get(t, c, m.outURL+"/slow", "users")
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				t.Fatalf("status %d %s, want 504", resp.StatusCode, body)
+			}
+			want := map[string]string{"outbound": "upstream timeout", "inbound": "app timeout"}[side]
+			var e struct{ Error string }
+			if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error != want {
+				t.Fatalf("body %q, want error %q", body, want)
+			}
+		})
+	}
+}
