@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -66,7 +65,7 @@ type Inbound struct {
 	ln      net.Listener
 	tlsConf *tls.Config
 	srv     *http.Server
-	rp      *httputil.ReverseProxy
+	fwd     *forwarder
 	appTr   *http.Transport
 	td      spiffeid.TrustDomain
 	ownID   atomic.Pointer[string]
@@ -136,18 +135,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	} else {
 		in.appTr.Protocols.SetHTTP1(true)
 	}
-	app := cfg.App
-	in.rp = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = app
-			pr.Out.Host = pr.In.Host
-		},
-		Transport:    in.appTr,
-		BufferPool:   newBufferPool(256),
-		ErrorHandler: in.appError,
-		ErrorLog:     slog.NewLogLogger(in.log.Handler(), slog.LevelDebug),
-	}
+	in.fwd = &forwarder{rt: in.appTr, bufs: newBufferPool(256), scheme: "http", host: cfg.App, onError: in.appError}
 
 	ln := cfg.Listener
 	if ln == nil {
@@ -365,7 +353,7 @@ func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) (peerService st
 		r.URL.Path, r.URL.RawPath = p, path
 	}
 	r.URL.RawQuery, r.URL.ForceQuery = rawQuery, false
-	in.rp.ServeHTTP(w, r)
+	in.fwd.ServeHTTP(w, r)
 	return ic.svc
 }
 

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -57,7 +56,7 @@ type Outbound struct {
 	log     *slog.Logger
 	ln      net.Listener
 	srv     *http.Server
-	rp      *httputil.ReverseProxy
+	fwd     *forwarder
 	h2      *http2.Transport
 	ctx     context.Context // lives until Run ends; dials use it
 	cancel  context.CancelFunc
@@ -121,13 +120,7 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		WriteByteTimeout:   30 * time.Second,
 		IdleConnTimeout:    cfg.IdleTimeout,
 	}
-	o.rp = &httputil.ReverseProxy{
-		Rewrite:      func(pr *httputil.ProxyRequest) { pr.Out.Host = pr.In.Host },
-		Transport:    o,
-		BufferPool:   newBufferPool(256),
-		ErrorHandler: o.upstreamError,
-		ErrorLog:     slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
-	}
+	o.fwd = &forwarder{rt: o, bufs: newBufferPool(256), scheme: "https", onError: o.upstreamError}
 	ln := cfg.Listener
 	if ln == nil {
 		var err error
@@ -380,15 +373,15 @@ func (o *Outbound) serve(w http.ResponseWriter, r *http.Request) string {
 		r.URL.Path, r.URL.RawPath = p, path
 	}
 	r.URL.RawQuery, r.URL.ForceQuery = rawQuery, false
-	// The service travels to RoundTrip in the URL; Rewrite keeps the Host
-	// header the app sent.
-	r.URL.Scheme, r.URL.Host = "https", svc
+	// The service travels to RoundTrip in the URL; the Host header the app
+	// sent goes to the peer unchanged.
+	r.URL.Host = svc
 	if o.cfg.RequestTimeout > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), o.cfg.RequestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
-	o.rp.ServeHTTP(w, r)
+	o.fwd.ServeHTTP(w, r)
 	return svc
 }
 
