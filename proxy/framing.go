@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -247,11 +248,20 @@ type tlsListener struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 	onError func(remote net.Addr, err error)
+	ctx     context.Context // canceled by Close: ends pending handshakes
+	cancel  context.CancelFunc
+	slots   chan struct{} // bounds concurrent handshakes
 }
+
+// maxPendingHandshakes bounds the handshakes in progress; past it new
+// connections are closed at once (a slow-handshake flood costs no more).
+const maxPendingHandshakes = 4096
 
 func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration, onError func(net.Addr, error)) *tlsListener {
 	l := &tlsListener{inner: inner, conf: conf, timeout: timeout, onError: onError,
-		ready: make(chan net.Conn), done: make(chan struct{}), errc: make(chan error, 1)}
+		ready: make(chan net.Conn), done: make(chan struct{}), errc: make(chan error, 1),
+		slots: make(chan struct{}, maxPendingHandshakes)}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -259,15 +269,31 @@ func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration,
 
 func (l *tlsListener) acceptLoop() {
 	defer l.wg.Done()
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := l.inner.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				l.errc <- err
+				return
 			}
-			l.errc <- err
-			return
+			// Out of file descriptors and the like: back off, as net/http does.
+			l.onError(l.inner.Addr(), fmt.Errorf("accept: %w", err))
+			select {
+			case <-time.After(backoff):
+			case <-l.done:
+				l.errc <- net.ErrClosed
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		select {
+		case l.slots <- struct{}{}:
+		default:
+			_ = c.Close()
+			continue
 		}
 		l.wg.Add(1)
 		go l.handshake(c)
@@ -276,8 +302,9 @@ func (l *tlsListener) acceptLoop() {
 
 func (l *tlsListener) handshake(raw net.Conn) {
 	defer l.wg.Done()
+	defer func() { <-l.slots }()
 	tc := tls.Server(raw, l.conf)
-	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
@@ -311,6 +338,7 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 func (l *tlsListener) Close() error {
 	var err error
 	l.once.Do(func() {
+		l.cancel()
 		close(l.done)
 		err = l.inner.Close()
 	})

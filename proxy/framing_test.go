@@ -124,3 +124,31 @@ func TestOutboundSmuggling(t *testing.T) {
 		t.Fatal("smuggling attempt reached the peer's policy")
 	}
 }
+
+// TestInboundSlowAndGarbageClients: clients that never handshake or send
+// garbage do not hold up a real peer (handshakes run concurrently).
+func TestInboundSlowAndGarbageClients(t *testing.T) {
+	var logs syncBuffer
+	m := newMesh(t, meshOpts{app: echoApp(), inTweak: func(c *InboundConfig) { c.Logger = debugLogger(&logs) }})
+	for i := 0; i < 8; i++ {
+		idle, err := net.Dial("tcp", m.in.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer idle.Close()
+	}
+	garbage, err := net.Dial("tcp", m.in.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer garbage.Close()
+	io.WriteString(garbage, "GET / HTTP/1.1\r\nHost: users\r\n\r\n")
+	c := newClient()
+	defer c.CloseIdleConnections()
+	if resp, body := get(t, c, m.outURL+"/a", "users"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d %s", resp.StatusCode, body)
+	}
+	eventually(t, "garbage handshake logged", func() bool {
+		return strings.Contains(logs.String(), "first record does not look like a TLS handshake")
+	})
+}
