@@ -254,9 +254,14 @@ type watchTable struct {
 	changed chan struct{}
 }
 
-func startWatch(t *testing.T, s registry.Store, since int64) *watchTable {
+// startWatch watches from since, starting from a table holding initial
+// (what the watcher knew at since).
+func startWatch(t *testing.T, s registry.Store, since int64, initial ...registry.Entry) *watchTable {
 	t.Helper()
 	w := &watchTable{entries: map[registry.Key]registry.Entry{}, rev: since, changed: make(chan struct{}, 1)}
+	for _, e := range initial {
+		w.entries[e.Key()] = e
+	}
 	c, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -371,9 +376,7 @@ func testWatchResume(t *testing.T, h Harness) {
 	c := mustPut(t, s, Entry("orders", "10.0.0.3:15443", "/orders"), longTTL)
 	// Resume from just after a: sees the delete of a and the put of c, not
 	// a snapshot, and ends with the same table.
-	w := startWatch(t, s, b.Revision)
-	w.entries[a.Key()] = a
-	w.entries[b.Key()] = b
+	w := startWatch(t, s, b.Revision, a, b)
 	w.waitFor(t, c.Revision, b, c)
 	w.mu.Lock()
 	types := append([]registry.EventType(nil), w.types...)
@@ -382,8 +385,7 @@ func testWatchResume(t *testing.T, h Harness) {
 		t.Fatalf("resumed event types %v, want %v", types, want)
 	}
 	// Resuming at the current revision sends nothing until the next change.
-	w2 := startWatch(t, s, c.Revision)
-	w2.entries[b.Key()], w2.entries[c.Key()] = b, c
+	w2 := startWatch(t, s, c.Revision, b, c)
 	d := mustPut(t, s, Entry("pay", "10.0.0.4:15443"), longTTL)
 	w2.waitFor(t, d.Revision, b, c, d)
 	// A revision from the future (another store) gets a snapshot.

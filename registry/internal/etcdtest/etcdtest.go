@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Server is a running single-member etcd.
@@ -40,8 +41,7 @@ func Start() (*Server, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "meshguard-test"
 	cfg.Dir = dir
-	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{"stderr"}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.ListenClientUrls = []url.URL{*client}
 	cfg.AdvertiseClientUrls = []url.URL{*client}
 	cfg.ListenPeerUrls = []url.URL{*peer}
