@@ -563,7 +563,6 @@ func (o *Outbound) pickFrom(eps []Endpoint, tried []*peer) *peer {
 			p = cands[j]
 		}
 	}
-	p.lastUsed.Store(now)
 	return p
 }
 
