@@ -117,7 +117,6 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		MaxHeaderListSize:  uint32(cfg.MaxHeaderBytes),
 		ReadIdleTimeout:    30 * time.Second,
 		PingTimeout:        15 * time.Second,
-		WriteByteTimeout:   30 * time.Second,
 		IdleConnTimeout:    cfg.IdleTimeout,
 	}
 	o.fwd = &forwarder{rt: o, bufs: newBufferPool(256), scheme: "https", onError: o.upstreamError}
