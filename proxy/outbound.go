@@ -43,7 +43,7 @@ type OutboundConfig struct {
 	DialTimeout          time.Duration // default 5s
 	RenewBefore          time.Duration // redial this long before either side's SVID expires, default 1m
 	ReadHeaderTimeout    time.Duration // default DefaultReadHeaderTimeout
-	IdleTimeout          time.Duration // default DefaultIdleTimeout (also pooled connections)
+	IdleTimeout          time.Duration // default DefaultIdleTimeout; pooled peer connections idle out at half of it
 	ShutdownTimeout      time.Duration // default DefaultShutdownTimeout
 	Now                  func() time.Time
 	RandIntN             func(n int) int // default math/rand/v2.IntN
@@ -117,7 +117,9 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		MaxHeaderListSize:  uint32(cfg.MaxHeaderBytes),
 		ReadIdleTimeout:    30 * time.Second,
 		PingTimeout:        15 * time.Second,
-		IdleConnTimeout:    cfg.IdleTimeout,
+		// Close idle pooled connections before the peer's server (same
+		// default IdleTimeout) does, so a request never races its GOAWAY.
+		IdleConnTimeout: cfg.IdleTimeout / 2,
 	}
 	o.fwd = &forwarder{rt: o, bufs: newBufferPool(256), scheme: "https", onError: o.upstreamError}
 	ln := cfg.Listener
