@@ -27,8 +27,9 @@ import (
 //	POST   /v1/registry/entries/{service}/{address}/renew  renew the lease  -> 200 Entry
 //	DELETE /v1/registry/entries/{service}/{address}    deregister            -> 204
 //	GET    /v1/registry/entries                        list                  -> 200 Snapshot
-//	GET    /v1/registry/watch[?since=REV]              application/x-ndjson stream of Event:
-//	                                                    a snapshot (or, with since, the changes after REV),
+//	GET    /v1/registry/watch[?since=REV[&store=ID]]   application/x-ndjson stream of Event:
+//	                                                    a snapshot (or, with since, the changes after REV
+//	                                                    if ID, from the last snapshot, is still the store's),
 //	                                                    then every change, plus heartbeats
 //
 // Errors are JSON APIError bodies: 400 bad_request, 401 unauthenticated,
@@ -290,6 +291,16 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
 			return
 		}
 		since = v
+	}
+	if want := r.URL.Query().Get("store"); want != "" && since > 0 {
+		id, err := h.cfg.Store.ID(r.Context())
+		if err != nil {
+			h.storeError(w, r, err)
+			return
+		}
+		if want != id {
+			since = 0 // revisions of another store: start over with a snapshot
+		}
 	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")

@@ -147,11 +147,21 @@ func (c *Client) List(ctx context.Context) (Snapshot, error) {
 // ends (nil), fn fails (its error), the stream breaks or stays silent for
 // the idle timeout (an error: reconnect from the last revision).
 func (c *Client) Watch(ctx context.Context, since int64, fn func(Event) error) error {
+	return c.WatchStore(ctx, "", since, fn)
+}
+
+// WatchStore is Watch resuming only within the store named store (the
+// Store of the last snapshot): a registry with another store answers with a
+// snapshot.
+func (c *Client) WatchStore(ctx context.Context, store string, since int64, fn func(Event) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	u := c.url("/v1/registry/watch")
 	if since > 0 {
 		u += "?since=" + strconv.FormatInt(since, 10)
+		if store != "" {
+			u += "&store=" + url.QueryEscape(store)
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {

@@ -62,6 +62,10 @@ type Store interface {
 	// store fails. With since > 0 it first tries to resume: it sends the
 	// changes after since and a snapshot only if they are no longer known.
 	Watch(ctx context.Context, since int64, fn func(Event) error) error
+	// ID names this store's history: revisions from a store with another
+	// ID (a new etcd cluster, a recreated file) mean nothing here, so a
+	// watcher that resumes with another ID gets a snapshot.
+	ID(ctx context.Context) (string, error)
 	// Close releases the store.
 	Close() error
 }
@@ -91,6 +95,8 @@ const (
 type Event struct {
 	Type     EventType `json:"type"`
 	Revision int64     `json:"revision"`
+	// Store is the store's ID, on snapshots only.
+	Store    string    `json:"store,omitempty"`
 	Entry    *Entry    `json:"entry,omitempty"`
 	Entries  []Entry   `json:"entries,omitempty"`
 }

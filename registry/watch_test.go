@@ -115,6 +115,20 @@ func TestWatchStream(t *testing.T) {
 	if ev := nextEvent(t, ch, true); ev.Type != registry.EventDelete || ev.Entry.Address != "10.0.0.1:15443" || ev.Revision != b.Revision+1 {
 		t.Fatalf("resumed stream began with %+v, want the delete", ev)
 	}
+	// Resuming within the same store works; a revision of another store
+	// gets a snapshot.
+	id, _ := st.ID(ctx)
+	for store, want := range map[string]registry.EventType{id: registry.EventDelete, "bolt-other": registry.EventSnapshot} {
+		ch, stop := streamLines(t, hc, m.srv.URL+"/v1/registry/watch?since="+strconv.FormatInt(b.Revision, 10)+"&store="+store)
+		ev := nextEvent(t, ch, true)
+		stop()
+		if ev.Type != want {
+			t.Fatalf("resume with store %q began with %s, want %s", store, ev.Type, want)
+		}
+		if want == registry.EventSnapshot && (ev.Store != id || len(ev.Entries) != 1) {
+			t.Fatalf("snapshot %+v", ev)
+		}
+	}
 }
 
 // TestClientWatchIdle: a stream that stops sending (no heartbeats) is

@@ -3,6 +3,8 @@ package boltstore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -20,6 +22,7 @@ var (
 	bucketClaims  = []byte("claims")
 	bucketMeta    = []byte("meta")
 	keyRevision   = []byte("revision")
+	keyID         = []byte("id")
 )
 
 // Defaults of Options.
@@ -49,6 +52,7 @@ type Store struct {
 	db   *bolt.DB
 	opts Options
 
+	id      string
 	mu      sync.Mutex
 	rev     int64
 	expiry  map[registry.Key]time.Time
@@ -92,7 +96,20 @@ func Open(path string, opts Options) (*Store, error) {
 				return err
 			}
 		}
-		if v := tx.Bucket(bucketMeta).Get(keyRevision); len(v) == 8 {
+		meta := tx.Bucket(bucketMeta)
+		if id := meta.Get(keyID); id != nil {
+			s.id = string(id)
+		} else {
+			var b [16]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return err
+			}
+			s.id = "bolt-" + hex.EncodeToString(b[:])
+			if err := meta.Put(keyID, []byte(s.id)); err != nil {
+				return err
+			}
+		}
+		if v := meta.Get(keyRevision); len(v) == 8 {
 			s.rev = int64(binary.BigEndian.Uint64(v))
 		}
 		return tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
@@ -121,6 +138,9 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	return s.db.Close()
 }
+
+// ID implements registry.Store: a random name made when the file was created.
+func (s *Store) ID(context.Context) (string, error) { return s.id, nil }
 
 // Run expires leases every SweepEvery until ctx ends.
 func (s *Store) Run(ctx context.Context) error {
@@ -404,7 +424,7 @@ func (s *Store) Watch(ctx context.Context, since int64, fn func(registry.Event) 
 			s.mu.Unlock()
 			return err
 		}
-		first = []registry.Event{{Type: registry.EventSnapshot, Revision: snap.Revision, Entries: snap.Entries}}
+		first = []registry.Event{{Type: registry.EventSnapshot, Revision: snap.Revision, Store: s.id, Entries: snap.Entries}}
 	}
 	sub := &subscriber{ch: make(chan registry.Event, s.opts.WatchBuffer)}
 	s.subs[sub] = struct{}{}

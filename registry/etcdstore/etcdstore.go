@@ -43,6 +43,9 @@ type Store struct {
 	cli  *clientv3.Client
 	own  bool
 	opts Options
+
+	mu sync.Mutex
+	id string
 }
 
 type record struct {
@@ -105,6 +108,25 @@ func (s *Store) Close() error {
 		return s.cli.Close()
 	}
 	return nil
+}
+
+// ID implements registry.Store: the etcd cluster ID and the prefix.
+func (s *Store) ID(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	id := s.id
+	s.mu.Unlock()
+	if id != "" {
+		return id, nil
+	}
+	resp, err := s.cli.Get(ctx, s.entriesPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return "", fmt.Errorf("read etcd cluster ID: %w", err)
+	}
+	id = fmt.Sprintf("etcd-%016x%s", resp.Header.ClusterId, s.opts.Prefix)
+	s.mu.Lock()
+	s.id = id
+	s.mu.Unlock()
+	return id, nil
 }
 
 // Run does nothing until ctx ends: leases are etcd's. It exists so that
@@ -331,7 +353,11 @@ func (s *Store) Watch(ctx context.Context, since int64, fn func(registry.Event) 
 			if err != nil {
 				return fmt.Errorf("watch: %w", err)
 			}
-			if err := fn(registry.Event{Type: registry.EventSnapshot, Revision: snap.Revision, Entries: snap.Entries}); err != nil {
+			id, err := s.ID(ctx)
+			if err != nil {
+				return fmt.Errorf("watch: %w", err)
+			}
+			if err := fn(registry.Event{Type: registry.EventSnapshot, Revision: snap.Revision, Store: id, Entries: snap.Entries}); err != nil {
 				return err
 			}
 			next = snap.Revision + 1
