@@ -96,7 +96,7 @@ type Event struct {
 	Type     EventType `json:"type"`
 	Revision int64     `json:"revision"`
 	// Store is the store's ID, on snapshots only.
-	Store    string    `json:"store,omitempty"`
-	Entry    *Entry    `json:"entry,omitempty"`
-	Entries  []Entry   `json:"entries,omitempty"`
+	Store   string  `json:"store,omitempty"`
+	Entry   *Entry  `json:"entry,omitempty"`
+	Entries []Entry `json:"entries,omitempty"`
 }
