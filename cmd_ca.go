@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -50,6 +51,7 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 	listen := fs.String("listen", ca.DefaultListen, "HTTPS listen address (its host goes into the server certificate)")
 	ttl := fs.Duration("svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs")
 	passwordFile := fs.String("password-file", "", "password file, if `ca init` encrypted the keys")
+	storeSpec := fs.String("store", "", "registry store: empty for the embedded store in --dir, or etcd://HOST:PORT[,HOST:PORT...]")
 	var names stringList
 	fs.Var(&names, "server-name", "extra DNS name or IP for the server certificate (repeatable)")
 	if err := parseFlags(fs, args, env, 0); err != nil {
@@ -58,18 +60,32 @@ func cmdCAServe(ctx context.Context, env *runEnv, args []string) error {
 	if err := requireFlag(fs, "dir", *dir); err != nil {
 		return err
 	}
+	// The registry API is mounted now and filled in once its store is open:
+	// the store is opened only after the CA's own configuration checked out,
+	// so a bad flag or an unreadable key leaves the directory untouched.
+	regAPI := &lateHandler{}
 	srv, err := ca.NewServer(ca.Config{
 		Dir:          *dir,
 		Listen:       *listen,
 		SVIDTTL:      *ttl,
 		PasswordFile: *passwordFile,
 		ServerNames:  names,
+		Registry:     regAPI,
 		Logger:       env.logger,
 	})
 	if err != nil {
 		return caError(err)
 	}
-	return srv.Run(ctx)
+	h, store, err := registryHandler(ctx, *dir, *storeSpec, env.logger)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	regAPI.set(h)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return store.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	return g.Wait()
 }
 
 func cmdTokenCreate(_ context.Context, env *runEnv, args []string) error {

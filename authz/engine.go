@@ -278,11 +278,14 @@ func (e *Engine) decide(ctx context.Context, in *Input, tracer topdown.QueryTrac
 	}
 	denied := !allow
 	if denied && e.cfg.DryRun {
-		label = "dry_run_" + label
+		label = labelDryRunDeny
+		if failed {
+			label = labelDryRunError
+		}
 		allow = true
 	}
 	d.Allow = allow
-	e.metrics.decisions.WithLabelValues(label).Inc()
+	e.metrics.byDecision[label].Inc()
 	return d, denied
 }
 

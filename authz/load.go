@@ -26,7 +26,7 @@ const DecisionRef = "data.meshguard.authz.allow"
 // decisionQuery is the one query prepared per revision. reasons is gathered
 // in the same evaluation so that rules shared by allow and reasons are
 // evaluated once; the comprehension makes a policy without reasons yield [].
-const decisionQuery = `allow := data.meshguard.authz.allow; reasons := [r | some r in data.meshguard.authz.reasons]`
+const decisionQuery = `allow := data.meshguard.authz.allow; reasons := [r | allow == false; some r in data.meshguard.authz.reasons]`
 
 // policyFile is one file of a policy directory, read into memory so that the
 // revision hash and the compiled policy are made from the same bytes.

@@ -21,6 +21,7 @@ const (
 
 type engineMetrics struct {
 	decisions    *prometheus.CounterVec
+	byDecision   map[string]prometheus.Counter // resolved once: no label hashing per request
 	evalDuration prometheus.Histogram
 	cacheHits    prometheus.Counter
 	reloads      *prometheus.CounterVec
@@ -46,8 +47,9 @@ func newEngineMetrics(reg prometheus.Registerer) (*engineMetrics, error) {
 			Help: "Policy revisions loaded (result=success) or refused (result=error: parse, compile or test failure).",
 		}, []string{"result"}),
 	}
+	m.byDecision = map[string]prometheus.Counter{}
 	for _, l := range []string{labelAllow, labelDeny, labelError, labelDryRunDeny, labelDryRunError} {
-		m.decisions.WithLabelValues(l)
+		m.byDecision[l] = m.decisions.WithLabelValues(l)
 	}
 	for _, l := range []string{labelReloadOK, labelReloadFailed} {
 		m.reloads.WithLabelValues(l)

@@ -73,9 +73,11 @@ func headerObject(h map[string]string) ast.Object {
 // cacheKey is a canonical, unambiguous encoding of the whole input: every
 // string is length-prefixed, fields come in a fixed order and map keys are
 // sorted, so two inputs share a key exactly when a policy could not tell them
-// apart. (Query values keep their order: a policy can see it.)
+// apart. (Query values keep their order: a policy can see it.) The encoding
+// is built in stack buffers; the returned string is its only allocation.
 func (in *Input) cacheKey() string {
-	b := make([]byte, 0, 256)
+	var buf [512]byte
+	b := buf[:0]
 	for _, s := range [...]string{
 		in.Source.SPIFFEID, in.Source.TrustDomain, in.Source.Service,
 		in.Destination.SPIFFEID, in.Destination.Service,
@@ -83,13 +85,24 @@ func (in *Input) cacheKey() string {
 	} {
 		b = appendString(b, s)
 	}
-	b = binary.AppendUvarint(b, uint64(len(in.Request.Headers)))
-	for _, k := range sortedKeys(in.Request.Headers) {
+	var keyBuf [16]string
+	keys := keyBuf[:0]
+	for k := range in.Request.Headers {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
 		b = appendString(b, k)
 		b = appendString(b, in.Request.Headers[k])
 	}
-	b = binary.AppendUvarint(b, uint64(len(in.Request.Query)))
-	for _, k := range sortedKeys(in.Request.Query) {
+	keys = keyBuf[:0]
+	for k := range in.Request.Query {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
 		b = appendString(b, k)
 		vs := in.Request.Query[k]
 		b = binary.AppendUvarint(b, uint64(len(vs)))
@@ -103,14 +116,4 @@ func (in *Input) cacheKey() string {
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -65,11 +65,16 @@ func (s *Server) guardSign(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		var req struct {
-			CSR string `json:"csr"`
-			OTT string `json:"ott"`
+			CSR       string          `json:"csr"`
+			OTT       string          `json:"ott"`
+			NotBefore json.RawMessage `json:"notBefore"`
 		}
 		if err := json.Unmarshal(body, &req); err != nil {
 			s.refuse(w, log, methodSign, "bad_request", http.StatusBadRequest, "request body is not a JSON sign request: "+err.Error())
+			return
+		}
+		if nb := strings.TrimSpace(string(req.NotBefore)); nb != "" && nb != "null" && nb != `""` {
+			s.refuse(w, log, methodSign, "bad_request", http.StatusBadRequest, "notBefore is chosen by the CA (now, backdated for clock skew); leave it out")
 			return
 		}
 		csr, err := parseCSR(req.CSR)
@@ -162,7 +167,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, next http.Handler
 	next(rec, r)
 	if rec.status != http.StatusCreated {
 		status, msg := s.mapError(rec)
-		log.Warn("certificate request refused", slog.Int("status", status), slog.String("reason", msg), slog.Any(logkey.Error, rec.err))
+		log.Warn("certificate request refused", slog.Int("status", status), slog.Int("authority_status", rec.status),
+			slog.String("reason", msg), slog.Any(logkey.Error, rec.err))
 		s.metrics.refused(method, "authority")
 		writeError(w, status, msg)
 		return
@@ -193,7 +199,9 @@ func (s *Server) mapError(rec *recorder) (int, string) {
 	_ = json.Unmarshal(rec.body.Bytes(), &body)
 	msg := body.Message
 	var npe *policy.NamePolicyError
-	if errors.As(rec.err, &npe) || isConstraintError(rec.err) || isConstraintError(errors.New(rec.body.String())) {
+	nameRefusal := errors.As(rec.err, &npe) ||
+		(rec.status == http.StatusForbidden || rec.status >= 500) && (isConstraintError(rec.err) || isConstraintError(errors.New(rec.body.String())))
+	if nameRefusal {
 		detail := rec.body.String()
 		if rec.err != nil {
 			detail = rec.err.Error()

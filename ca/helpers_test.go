@@ -27,7 +27,7 @@ import (
 const testTD = "example.org"
 
 // newCADir initialises a CA for example.org in a fresh directory.
-func newCADir(t *testing.T) string {
+func newCADir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := Init(InitConfig{Dir: dir, TrustDomain: testTD}); err != nil {
@@ -45,7 +45,7 @@ type running struct {
 }
 
 // startServer runs a Server on dir until stop (or the test's end).
-func startServer(t *testing.T, dir string, mod func(*Config)) *running {
+func startServer(t testing.TB, dir string, mod func(*Config)) *running {
 	t.Helper()
 	cfg := Config{Dir: dir, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
 	if testing.Verbose() {
@@ -82,7 +82,7 @@ func startServer(t *testing.T, dir string, mod func(*Config)) *running {
 	return &running{srv: srv, url: "https://" + srv.Addr().String(), root: srv.Root(), stop: stop}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w *testWriter) Write(b []byte) (int, error) {
 	w.t.Log(string(bytes.TrimSpace(b)))
@@ -91,7 +91,7 @@ func (w *testWriter) Write(b []byte) (int, error) {
 
 // client returns an HTTPS client trusting the CA root, presenting cert if
 // given.
-func (r *running) client(t *testing.T, cert *tls.Certificate) *http.Client {
+func (r *running) client(t testing.TB, cert *tls.Certificate) *http.Client {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(r.root)
@@ -105,7 +105,7 @@ func (r *running) client(t *testing.T, cert *tls.Certificate) *http.Client {
 }
 
 // newCSR makes a CSR for key with the given URI SANs and common name.
-func newCSR(t *testing.T, key crypto.Signer, cn string, uris ...string) string {
+func newCSR(t testing.TB, key crypto.Signer, cn string, uris ...string) string {
 	t.Helper()
 	tmpl := &x509.CertificateRequest{}
 	tmpl.Subject.CommonName = cn
@@ -123,7 +123,7 @@ func newCSR(t *testing.T, key crypto.Signer, cn string, uris ...string) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -142,7 +142,7 @@ type signResponse struct {
 }
 
 // post sends a JSON body and returns the status and decoded answer.
-func post(t *testing.T, c *http.Client, url string, body any) (int, signResponse, string) {
+func post(t testing.TB, c *http.Client, url string, body any) (int, signResponse, string) {
 	t.Helper()
 	b, err := json.Marshal(body)
 	if err != nil {
@@ -160,13 +160,13 @@ func post(t *testing.T, c *http.Client, url string, body any) (int, signResponse
 }
 
 // signWith bootstraps an SVID: token + CSR for key, over /1.0/sign.
-func (r *running) signWith(t *testing.T, token string, key crypto.Signer, csrURIs ...string) (int, signResponse, string) {
+func (r *running) signWith(t testing.TB, token string, key crypto.Signer, csrURIs ...string) (int, signResponse, string) {
 	t.Helper()
 	return post(t, r.client(t, nil), r.url+"/1.0/sign", map[string]string{"csr": newCSR(t, key, "", csrURIs...), "ott": token})
 }
 
 // mustToken mints a token for id in dir.
-func mustToken(t *testing.T, dir, id string) string {
+func mustToken(t testing.TB, dir, id string) string {
 	t.Helper()
 	tok, err := CreateToken(dir, spiffeid.RequireFromString(id), 10*time.Minute)
 	if err != nil {
@@ -175,7 +175,7 @@ func mustToken(t *testing.T, dir, id string) string {
 	return tok
 }
 
-func mustCert(t *testing.T, s string) *x509.Certificate {
+func mustCert(t testing.TB, s string) *x509.Certificate {
 	t.Helper()
 	c, err := parseCertPEM(s)
 	if err != nil {
@@ -186,7 +186,7 @@ func mustCert(t *testing.T, s string) *x509.Certificate {
 
 // tlsCert turns a sign response and key into a client certificate (leaf
 // plus intermediate, as an agent presents it).
-func tlsCert(t *testing.T, resp signResponse, key crypto.Signer) *tls.Certificate {
+func tlsCert(t testing.TB, resp signResponse, key crypto.Signer) *tls.Certificate {
 	t.Helper()
 	c := &tls.Certificate{PrivateKey: key}
 	for _, p := range resp.CertChain {
@@ -196,7 +196,7 @@ func tlsCert(t *testing.T, resp signResponse, key crypto.Signer) *tls.Certificat
 }
 
 // listDir names the entries of dir ("" when it does not exist).
-func listDir(t *testing.T, dir string) string {
+func listDir(t testing.TB, dir string) string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {

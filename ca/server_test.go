@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -219,6 +220,32 @@ func TestIdentityComesFromToken(t *testing.T) {
 				checkSVID(t, resp, a, key.Public(), DefaultSVIDTTL, r.root)
 			} else if resp.Crt != "" {
 				t.Fatal("refused request returned a certificate")
+			}
+		})
+	}
+}
+
+func TestCSRWithNonURISANsRefused(t *testing.T) {
+	dir := newCADir(t)
+	r := startServer(t, dir, nil)
+	const id = "spiffe://example.org/svc/a"
+	for _, tc := range []struct {
+		name string
+		tmpl *x509.CertificateRequest
+	}{
+		{name: "DNS SAN", tmpl: &x509.CertificateRequest{DNSNames: []string{"a.example.org"}}},
+		{name: "IP SAN", tmpl: &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}}},
+		{name: "e-mail SAN", tmpl: &x509.CertificateRequest{EmailAddresses: []string{"a@example.org"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der, err := x509.CreateCertificateRequest(rand.Reader, tc.tmpl, newKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			csr := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+			code, resp, raw := post(t, r.client(t, nil), r.url+"/1.0/sign", map[string]string{"csr": csr, "ott": mustToken(t, dir, id)})
+			if code != http.StatusForbidden || resp.Crt != "" {
+				t.Fatalf("got %d %s; want 403", code, raw)
 			}
 		})
 	}
@@ -448,6 +475,7 @@ func TestHostileSignRequests(t *testing.T) {
 		{name: "CSR not PEM", body: `{"csr":"hello","ott":"x"}`, wantCode: 400, wantMsg: "csr: want exactly one PEM CERTIFICATE REQUEST"},
 		{name: "two CSRs", body: mustJSON(t, map[string]string{"csr": good + good, "ott": "x"}), wantCode: 400, wantMsg: "csr: want exactly one PEM CERTIFICATE REQUEST"},
 		{name: "CSR with bad signature", body: mustJSON(t, map[string]string{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: tampered})), "ott": "x"}), wantCode: 400, wantMsg: "csr:"},
+		{name: "notBefore in the future", body: mustJSON(t, map[string]string{"csr": good, "ott": "x", "notBefore": "2030-01-01T00:00:00Z"}), wantCode: 400, wantMsg: "notBefore is chosen by the CA"},
 		{name: "certificate instead of CSR", body: mustJSON(t, map[string]string{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.root.Raw})), "ott": "x"}), wantCode: 400, wantMsg: "csr: want exactly one PEM CERTIFICATE REQUEST"},
 	}
 	for _, tc := range tests {

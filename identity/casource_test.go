@@ -301,7 +301,7 @@ func TestRotation(t *testing.T) {
 	if got := testutil.ToFloat64(src.st.rotated); got != 1 {
 		t.Fatalf("rotations metric = %v", got)
 	}
-	if next := src.Status().NextRotation; !next.Equal(NextRotation(time.Time{}, cur.Certificates[0], 0)) {
+	if next := src.Status().NextRotation; !next.Equal(NextRotation(clk.Now(), cur.Certificates[0], 0)) || !next.After(clk.Now()) {
 		t.Fatalf("next rotation %s not rescheduled from the new SVID", next)
 	}
 }

@@ -13,8 +13,11 @@ const RotationJitter = 0.1
 
 // NextRotation is when an SVID should be renewed: at half its lifetime
 // (NotBefore to NotAfter), moved by jitter in [-1, 1] times RotationJitter of
-// the lifetime. A time already past yields now. It is a pure function: the
-// caller draws the jitter once per certificate.
+// the lifetime. When that time is already past (a short-lived certificate
+// backdated for clock skew, or a restart late in its life) it is the same
+// fraction of the remaining lifetime from now; an expired certificate
+// yields now. It is a pure function: the caller draws the jitter once per
+// certificate.
 func NextRotation(now time.Time, cert *x509.Certificate, jitter float64) time.Time {
 	if cert == nil {
 		return now
@@ -29,10 +32,18 @@ func NextRotation(now time.Time, cert *x509.Certificate, jitter float64) time.Ti
 	}
 	frac := 0.5 + RotationJitter*jitter
 	at := cert.NotBefore.Add(time.Duration(float64(lifetime) * frac))
-	if at.Before(now) {
+	if at.After(now) {
+		return at
+	}
+	// Past the point already: a certificate backdated by more than its
+	// remaining half (short TTLs), or a restart late in its life. Renew at
+	// the same fraction of what is left, never in a tight loop; an expired
+	// one at once.
+	left := cert.NotAfter.Sub(now)
+	if left <= 0 {
 		return now
 	}
-	return at
+	return now.Add(time.Duration(float64(left) * frac))
 }
 
 // Backoff is the wait before retry number attempt (0 for the first retry)

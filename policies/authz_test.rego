@@ -84,3 +84,12 @@ test_custom_allowlist if {
 	authz.allow with input as req("cli", "api", "PATCH", "/v1/x") with data.meshguard.allowlist as list with data.meshguard.deny as []
 	not authz.allow with input as req("cli", "api", "PATCH", "/v2/x") with data.meshguard.allowlist as list with data.meshguard.deny as []
 }
+
+# A caller granted by SPIFFE ID but not for this method gets the "no grant
+# lets" reason, not "has no grant".
+test_spiffe_id_grant_wrong_method if {
+	list := {"api": {"spiffe://example.org/svc/cli": [{"methods": ["GET"], "paths": ["/**"]}]}}
+	r := req("cli", "api", "POST", "/v1/x")
+	not authz.allow with input as r with data.meshguard.allowlist as list
+	authz.reasons == {`no grant lets spiffe://example.org/svc/cli call POST /v1/x on service "api"`} with input as r with data.meshguard.allowlist as list
+}

@@ -7,27 +7,21 @@
 package meshguard.authz
 
 # deny is the set of reasons of the deny overrides that match this request.
+# An absent "methods" or "paths" matches any method or path.
 deny contains rule.reason if {
 	some rule in data.meshguard.deny
-	deny_method_matches(rule)
-	deny_path_matches(rule)
+	some method in object.get(rule, "methods", ["*"])
+	method in {"*", input.request.method}
+	some pattern in object.get(rule, "paths", ["**"])
+	glob.match(pattern, ["/"], input.request.path)
 	not excepted(rule)
 }
 
-deny_method_matches(rule) if not rule.methods
-
-deny_method_matches(rule) if input.request.method in rule.methods
-
-deny_path_matches(rule) if not rule.paths
-
-deny_path_matches(rule) if {
-	some pattern in rule.paths
-	glob.match(pattern, ["/"], input.request.path)
-}
-
-excepted(rule) if input.source.spiffe_id in object.get(rule, "except", [])
+# excepted holds when the rule's "except" lists the caller, by SPIFFE ID or
+# by service name (the latter only within the destination's trust domain).
+excepted(rule) if input.source.spiffe_id in rule.except
 
 excepted(rule) if {
 	input.source.trust_domain == destination_trust_domain
-	input.source.service in object.get(rule, "except", [])
+	input.source.service in rule.except
 }

@@ -97,6 +97,12 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// Close releases the listener of a server that will not Run.
+func (s *Server) Close() error {
+	s.srv.Close()
+	return s.ln.Close()
+}
+
 // Handler is the admin mux, exported so tests and other listeners can mount it.
 func Handler(cfg Config) http.Handler {
 	mux := http.NewServeMux()
