@@ -142,3 +142,31 @@ func TestHostileFile(t *testing.T) {
 		t.Fatal("the file was changed")
 	}
 }
+
+// TestResumeBeyondHistory: a watcher further behind than the kept history
+// gets a snapshot.
+func TestResumeBeyondHistory(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	s, err := boltstore.Open(filepath.Join(t.TempDir(), "r.db"), boltstore.Options{Now: clock.Now, History: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for i, svc := range []string{"a", "b", "c", "d"} {
+		if _, err := s.Put(ctx, storetest.Entry(svc, "10.0.0.1:"+string(rune('1'+i))), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for since, want := range map[int64]registry.EventType{1: registry.EventSnapshot, 2: registry.EventPut} {
+		wctx, cancel := context.WithCancel(ctx)
+		var first registry.Event
+		if err := s.Watch(wctx, since, func(ev registry.Event) error { first = ev; cancel(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if first.Type != want {
+			t.Fatalf("resume from %d began with %s, want %s", since, first.Type, want)
+		}
+	}
+}
