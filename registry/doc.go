@@ -9,8 +9,8 @@
 //
 // Server side (`ca serve`):
 //
-//	st, _ := stores.Open(ctx, storeFlag, caDir, stores.Options{}) // registry/stores
-//	go st.Run(ctx)                                                 // lease expiry
+//	st, _ := boltstore.Open(filepath.Join(caDir, "registry.db"), boltstore.Options{}) // or etcdstore.Open
+//	go st.Run(ctx)                                                                   // lease expiry
 //	h, _ := registry.NewHandler(registry.HandlerConfig{Store: st, TrustDomain: td, Logger: log})
 //	router.Handle("/v1/registry/*", h) // TLS listener with tls.VerifyClientCertIfGiven against the root
 //
