@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +35,7 @@ import (
 //
 // Errors are JSON APIError bodies: 400 bad_request, 401 unauthenticated,
 // 403 forbidden, 404 not_found, 405 method_not_allowed, 409 conflict,
-// 413 too_large, 500 internal, 503 unavailable.
+// 413 too_large, 429 too_many_endpoints, 503 unavailable.
 const PathPrefix = "/v1/registry/"
 
 // Defaults of HandlerConfig.
@@ -103,7 +104,15 @@ type HandlerConfig struct {
 	// Heartbeat is how often an idle watch stream gets a heartbeat line
 	// (DefaultHeartbeat if 0).
 	Heartbeat time.Duration
+	// MaxEndpoints bounds the entries one service may have
+	// (DefaultMaxEndpoints if 0), so that one identity cannot make every
+	// agent hold an unbounded table. It is checked before the write, not in
+	// the same transaction: concurrent registrations may overshoot slightly.
+	MaxEndpoints int
 }
+
+// DefaultMaxEndpoints is HandlerConfig.MaxEndpoints' default.
+const DefaultMaxEndpoints = 1024
 
 // Handler serves the registry API.
 type Handler struct {
@@ -129,6 +138,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.MaxEndpoints <= 0 {
+		cfg.MaxEndpoints = DefaultMaxEndpoints
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
 	h.mux.HandleFunc("POST /v1/registry/entries", h.authed(h.register))
@@ -223,6 +235,15 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, caller spiffe
 			writeError(w, &APIError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("invalid ttl_seconds %d: want %d..%d", reg.TTLSeconds, int(MinTTL.Seconds()), int(MaxTTL.Seconds()))})
 			return
 		}
+	}
+	keys, err := h.cfg.Store.Keys(r.Context(), e.Service)
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	if len(keys) >= h.cfg.MaxEndpoints && !slices.Contains(keys, e.Key()) {
+		writeError(w, &APIError{Status: http.StatusTooManyRequests, Code: "too_many_endpoints", Message: fmt.Sprintf("service %q already has %d endpoints, the most the registry accepts", e.Service, len(keys))})
+		return
 	}
 	got, err := h.cfg.Store.Put(r.Context(), e, ttl)
 	if err != nil {

@@ -57,6 +57,8 @@ type Store interface {
 	Delete(ctx context.Context, k Key) error
 	// List returns every live entry and the revision they were read at.
 	List(ctx context.Context) (Snapshot, error)
+	// Keys returns the keys of the service's live entries (cheap: no values).
+	Keys(ctx context.Context, service string) ([]Key, error)
 	// Watch calls fn with a snapshot event and then with every change, in
 	// revision order, until ctx ends (nil error), fn fails (its error) or the
 	// store fails. With since > 0 it first tries to resume: it sends the

@@ -406,6 +406,26 @@ func (s *Store) Expire(ctx context.Context) (int, error) {
 	return len(gone), nil
 }
 
+// Keys implements registry.Store.
+func (s *Store) Keys(ctx context.Context, service string) ([]registry.Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var keys []registry.Key
+	p := []byte(service + "\x00")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			keys = append(keys, registry.Key{Service: service, Address: string(k[len(p):])})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys of %s: %w", service, err)
+	}
+	return keys, nil
+}
+
 // List implements registry.Store.
 func (s *Store) List(ctx context.Context) (registry.Snapshot, error) {
 	if err := ctx.Err(); err != nil {

@@ -290,6 +290,24 @@ func (s *Store) Delete(ctx context.Context, k registry.Key) error {
 	return nil
 }
 
+// Keys implements registry.Store.
+func (s *Store) Keys(ctx context.Context, service string) ([]registry.Key, error) {
+	p := s.entriesPrefix() + url.PathEscape(service) + "/"
+	resp, err := s.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list keys of %s: %w", service, err)
+	}
+	keys := make([]registry.Key, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		addr, err := url.PathUnescape(strings.TrimPrefix(string(kv.Key), p))
+		if err != nil {
+			return nil, fmt.Errorf("list keys of %s: %q: %w", service, kv.Key, err)
+		}
+		keys = append(keys, registry.Key{Service: service, Address: addr})
+	}
+	return keys, nil
+}
+
 func (s *Store) list(ctx context.Context) (registry.Snapshot, []int64, error) {
 	resp, err := s.cli.Get(ctx, s.entriesPrefix(), clientv3.WithPrefix())
 	if err != nil {

@@ -126,7 +126,27 @@ func testPutList(t *testing.T, h Harness) {
 	if a.Expires.Before(before.Add(longTTL - 5*time.Second)) {
 		t.Fatalf("Expires %v, want about now+%v", a.Expires, longTTL)
 	}
-	snap := wantEntries(t, s, a, b)
+	b2 := mustPut(t, s, Entry("web", "[fd00::1]:15443", "/", "/static"), longTTL)
+	keys, err := s.Keys(ctx(t), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Address < keys[j].Address })
+	if want := []registry.Key{b.Key(), b2.Key()}; !reflect.DeepEqual(keys, want) {
+		t.Fatalf("Keys(web) = %v, want %v", keys, want)
+	}
+	if keys, err := s.Keys(ctx(t), "nobody"); err != nil || len(keys) != 0 {
+		t.Fatalf("Keys(nobody) = %v, %v", keys, err)
+	}
+	// A service whose name is a prefix of another's has only its own keys.
+	mustPut(t, s, Entry("web2", "10.0.0.3:15443"), longTTL)
+	if keys, _ := s.Keys(ctx(t), "web"); len(keys) != 2 {
+		t.Fatalf("Keys(web) = %v after adding web2", keys)
+	}
+	if err := s.Delete(ctx(t), Entry("web2", "10.0.0.3:15443").Key()); err != nil {
+		t.Fatal(err)
+	}
+	snap := wantEntries(t, s, a, b, b2)
 	if snap.Revision < b.Revision {
 		t.Fatalf("List revision %d < last put %d", snap.Revision, b.Revision)
 	}
