@@ -317,10 +317,50 @@ func TestMeshLifecycle(t *testing.T) {
 	}
 	t.Logf("%d requests, 0 failed, across rotation, policy reload and CA outage", sent.Load())
 
-	// Graceful shutdown: SIGTERM ends the agent cleanly.
+	// The CA comes back on the same address; the agents re-register.
+	m.startCA("--svid-ttl", "12s")
+	eventually(t, 30*time.Second, "billing is registered again", func() error {
+		if !m.registered(web, "billing") {
+			return fmt.Errorf("billing not in the registry")
+		}
+		return nil
+	})
+
+	// Graceful shutdown: SIGTERM deregisters first, well before the 30s
+	// lease could expire, then the agent exits cleanly.
+	stopped := time.Now()
 	if err := billing.proc.stop(20 * time.Second); err != nil {
 		t.Fatalf("billing agent did not exit cleanly on SIGTERM: %v", err)
 	}
+	if m.registered(web, "billing") {
+		t.Fatal("billing is still registered after its agent stopped gracefully")
+	}
+	t.Logf("billing deregistered and exited %s after SIGTERM", time.Since(stopped).Round(time.Millisecond))
+}
+
+// registered reports whether service has an entry, as `meshguard registry
+// list --json` sees it with agent a's SVID.
+func (m *mesh) registered(a *meshAgent, service string) bool {
+	m.t.Helper()
+	out, stderr, code := runCmd(m.t, nil, "registry", "list", "--ca", "https://"+m.caAddr, "--data-dir", a.dataDir, "--json")
+	if code != 0 {
+		m.t.Logf("registry list: exit %d: %s", code, stderr)
+		return false
+	}
+	var snap struct {
+		Entries []struct {
+			Service string `json:"service"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(out), &snap); err != nil {
+		m.t.Fatalf("registry list --json: %v: %s", err, out)
+	}
+	for _, e := range snap.Entries {
+		if e.Service == service {
+			return true
+		}
+	}
+	return false
 }
 
 // get fetches url and returns status and body.
