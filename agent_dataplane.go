@@ -180,6 +180,7 @@ func (d *dataPlane) startRegistry() error {
 		Client: client, Logger: d.log,
 		Registration: registry.Registration{
 			Service: d.cfg.service, SPIFFEID: svid.ID.String(), Address: addr, Routes: d.cfg.routes,
+			Labels: versionLabel(d.cfg.version), Weight: d.cfg.weight,
 		},
 	})
 	if err != nil {
@@ -303,6 +304,14 @@ type denyAll struct{}
 
 func (denyAll) Authorize(_ context.Context, _ *authz.Input, _ string) authz.Decision {
 	return authz.Decision{Allow: false, Reasons: []string{"no policy configured (--policy)"}}
+}
+
+// versionLabel is the registry labels for --version.
+func versionLabel(v string) map[string]string {
+	if v == "" {
+		return nil
+	}
+	return map[string]string{"version": v}
 }
 
 // advertiseAddr is the inbound address peers dial: --advertise, or the

@@ -58,6 +58,8 @@ type agentConfig struct {
 	advertise      string
 	outbound       string
 	routes         []string
+	version        string // canary: published as the "version" label
+	weight         int    // canary: share of the service's traffic (1..1000; 0 = registry default)
 	peers          []staticPeer
 	policyDir      string
 	dryRun         bool
@@ -100,6 +102,8 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 	fs.StringVar(&c.advertise, "advertise", "", "HOST:PORT peers dial for the inbound listener (default: derived from --inbound)")
 	fs.StringVar(&c.outbound, "outbound", "127.0.0.1:15001", "plaintext listener for the local workload's outgoing calls")
 	fs.Var(&routes, "route", "route prefix this service owns (repeatable)")
+	fs.StringVar(&c.version, "version", "", "version label published in the registry (canary splits, e.g. v2)")
+	fs.IntVar(&c.weight, "weight", 0, "relative share of the service's traffic for this version, 1..1000 (default: the registry's, 100)")
 	fs.Var(&peers, "peer", "static peer SERVICE=SPIFFE_ID@HOST:PORT (repeatable)")
 	fs.StringVar(&c.policyDir, "policy", "", "directory of .rego policies (package meshguard.authz)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "compute and audit decisions but allow every request")
@@ -113,6 +117,12 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 	}
 	c.routes, c.peers = routes, nil
 	n := fs.Name()
+	if c.weight < 0 || c.weight > 1000 {
+		return nil, usagef("%s: --weight %d out of range (1..1000)", n, c.weight)
+	}
+	if c.version != "" && !validLabel(c.version) {
+		return nil, usagef("%s: --version %q: use 1 to 63 letters, digits, '.', '_' or '-'", n, c.version)
+	}
 
 	// Identity source: exactly one of the CA or an existing Workload API.
 	if c.spiffeSocket != "" {
@@ -492,4 +502,17 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// validLabel accepts a short label value: letters, digits, '.', '_', '-'.
+func validLabel(v string) bool {
+	if len(v) == 0 || len(v) > 63 {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

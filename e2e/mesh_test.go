@@ -97,7 +97,8 @@ func (m *mesh) addAgentService(name, service, route string, extra ...string) *me
 		dataDir: filepath.Join(m.dir, name), auditLog: filepath.Join(m.dir, name+"-audit.log"),
 		socket: filepath.Join(m.dir, name+".sock"),
 	}
-	start(m.t, name+"-app", nil, "demo-app", "--name", service, "--listen", a.app)
+	// The app answers as the agent's name, so a test can tell instances apart.
+	start(m.t, name+"-app", nil, "demo-app", "--name", name, "--listen", a.app)
 	token, stderr, code := runCmd(m.t, nil, "token", "create", "--dir", m.caDir, "--spiffe-id", "spiffe://example.org/svc/"+service)
 	if code != 0 {
 		m.t.Fatalf("token create: exit %d: %s", code, stderr)
