@@ -50,6 +50,7 @@ type dataPlane struct {
 	metrics  *proxy.Metrics
 	// authorizer decides inbound requests: the engine, or denyAll.
 	authorizer proxy.Authorizer
+	serving    chan struct{}       // closed once the inbound and outbound proxies exist
 	watcher    *registry.Watcher   // nil without a registry
 	register   *registry.Registrar // nil without a registry
 	reg        prometheus.Registerer
@@ -58,7 +59,7 @@ type dataPlane struct {
 // newDataPlane builds the data plane and binds its listeners, so that a bad
 // or busy address fails at start with exit 2. Nothing is served until Run.
 func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg prometheus.Registerer) (_ *dataPlane, err error) {
-	d := &dataPlane{cfg: cfg, log: log, src: src, reg: reg}
+	d := &dataPlane{cfg: cfg, log: log, src: src, reg: reg, serving: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -197,6 +198,7 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	if err := d.startListeners(); err != nil {
 		return err
 	}
+	close(d.serving)
 	if err := d.startRegistry(); err != nil {
 		return err
 	}
@@ -244,6 +246,17 @@ func (d *dataPlane) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// Outbound waits until the outbound proxy exists (the agent has its SVID)
+// and returns it; nil if ctx ends first.
+func (d *dataPlane) Outbound(ctx context.Context) *proxy.Outbound {
+	select {
+	case <-d.serving:
+		return d.outbound
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // Ready is nil when inbound requests can be decided: a policy revision is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -82,7 +83,10 @@ const maxSocketPath = 107
 
 // parseAgentConfig turns flags and MESHGUARD_* variables into a checked
 // config; every problem is a usage error (exit 2) that says what to fix.
-func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, error) {
+//
+// extraFlags let a command built on the agent (edge) add its own flags to
+// the same flag set.
+func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...func(*flag.FlagSet)) (*agentConfig, error) {
 	fs := newFlagSet(name, env)
 	c := &agentConfig{}
 	var routes, peers stringList
@@ -112,6 +116,9 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 	fs.IntVar(&c.decisionCache, "decision-cache", 10000, "decision cache entries (0 disables it)")
 	fs.DurationVar(&c.policyTimeout, "policy-timeout", 100*time.Millisecond, "deadline for one policy evaluation")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 15*time.Second, "per-request timeout")
+	for _, add := range extraFlags {
+		add(fs)
+	}
 	if err := parseFlags(fs, args, env, 0); err != nil {
 		return nil, err
 	}
@@ -324,6 +331,20 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	return runAgent(ctx, env, cfg, nil)
+}
+
+// agentPart is something a command built on the agent runs beside it (the
+// edge's public listener): built once the data plane exists, run once the
+// agent has its identity.
+type agentPart interface {
+	Run(ctx context.Context) error
+}
+
+// runAgent runs an agent with cfg; extra, if not nil, builds one more part
+// from the data plane (its listeners are bound, so a bad address still
+// fails at start).
+func runAgent(ctx context.Context, env *runEnv, cfg *agentConfig, extra func(*dataPlane, prometheus.Registerer) (agentPart, error)) error {
 	log := env.logger
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -341,6 +362,13 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 	dp, err := newDataPlane(cfg, src, log, reg)
 	if err != nil {
 		return err
+	}
+	var part agentPart
+	if extra != nil {
+		if part, err = extra(dp, reg); err != nil {
+			dp.close()
+			return err
+		}
 	}
 	ready := func() error {
 		if err := src.Ready(); err != nil {
@@ -388,6 +416,9 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 			g.Go(func() error { return wl.Run(gctx) })
 		}
 		g.Go(func() error { return dp.Run(gctx) })
+		if part != nil {
+			g.Go(func() error { return part.Run(gctx) })
+		}
 		return src.Run(gctx)
 	})
 	err = g.Wait()
