@@ -410,7 +410,7 @@ func TestAgentWithRealCA(t *testing.T) {
 	// No token and nothing persisted: exit 2 saying what to do.
 	env, _, errb := testEnv(nil)
 	if c := run(context.Background(), []string{"agent", "--ca", caURL, "--ca-fingerprint", fp, "--service", "web",
-		"--data-dir", t.TempDir(), "--admin", "127.0.0.1:0"}, env); c != 2 || !strings.Contains(errb.String(), "no valid persisted SVID and no join token") {
+		"--data-dir", t.TempDir(), "--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0"}, env); c != 2 || !strings.Contains(errb.String(), "no valid persisted SVID and no join token") {
 		t.Fatalf("exit %d, stderr:\n%s", c, errb)
 	}
 }
