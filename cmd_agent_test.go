@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/ca"
+	"github.com/meshguard/meshguard/identity"
 	"github.com/meshguard/meshguard/identity/workload"
 	"github.com/meshguard/meshguard/internal/testca"
+	"github.com/meshguard/meshguard/proxy"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -409,3 +411,11 @@ func TestAgentWithRealCA(t *testing.T) {
 		t.Fatalf("exit %d, stderr:\n%s", c, errb)
 	}
 }
+
+// Both identity sources satisfy what the proxy consumes.
+var (
+	_ proxy.Source  = (*identity.CASource)(nil)
+	_ proxy.Source  = (*identity.WorkloadAPISource)(nil)
+	_ agentIdentity = (*identity.CASource)(nil)
+	_ agentIdentity = (*identity.WorkloadAPISource)(nil)
+)

@@ -85,20 +85,27 @@ func (m *mesh) startCA(serveFlags ...string) {
 // addAgent starts a demo app and its agent for service name.
 func (m *mesh) addAgent(name, route string, extra ...string) *meshAgent {
 	m.t.Helper()
+	return m.addAgentService(name, name, route, extra...)
+}
+
+// addAgentService starts agent name (its own ports, data dir and demo app)
+// serving service.
+func (m *mesh) addAgentService(name, service, route string, extra ...string) *meshAgent {
+	m.t.Helper()
 	a := &meshAgent{
 		name: name, app: freeAddr(m.t), inbound: freeAddr(m.t), outbound: freeAddr(m.t), admin: freeAddr(m.t),
 		dataDir: filepath.Join(m.dir, name), auditLog: filepath.Join(m.dir, name+"-audit.log"),
 		socket: filepath.Join(m.dir, name+".sock"),
 	}
-	start(m.t, name+"-app", nil, "demo-app", "--name", name, "--listen", a.app)
-	token, stderr, code := runCmd(m.t, nil, "token", "create", "--dir", m.caDir, "--spiffe-id", "spiffe://example.org/svc/"+name)
+	start(m.t, name+"-app", nil, "demo-app", "--name", service, "--listen", a.app)
+	token, stderr, code := runCmd(m.t, nil, "token", "create", "--dir", m.caDir, "--spiffe-id", "spiffe://example.org/svc/"+service)
 	if code != 0 {
 		m.t.Fatalf("token create: exit %d: %s", code, stderr)
 	}
 	tokenFile := filepath.Join(m.dir, name+".token")
 	writeFile(m.t, tokenFile, strings.TrimSpace(token))
 	args := []string{"agent", "--ca", "https://" + m.caAddr, "--ca-fingerprint", m.fingerprint,
-		"--token-file", tokenFile, "--service", name, "--app", a.app, "--route", route,
+		"--token-file", tokenFile, "--service", service, "--app", a.app, "--route", route,
 		"--inbound", a.inbound, "--advertise", a.inbound, "--outbound", a.outbound, "--admin", a.admin,
 		"--data-dir", a.dataDir, "--policy", m.policyDir, "--audit-log", a.auditLog,
 		"--workload-socket", a.socket}
@@ -342,10 +349,22 @@ func TestMeshLifecycle(t *testing.T) {
 // list --json` sees it with agent a's SVID.
 func (m *mesh) registered(a *meshAgent, service string) bool {
 	m.t.Helper()
+	for _, s := range m.services(a) {
+		if s == service {
+			return true
+		}
+	}
+	return false
+}
+
+// services lists the service of every registry entry, as `meshguard
+// registry list --json` sees it with agent a's SVID (nil if it fails).
+func (m *mesh) services(a *meshAgent) []string {
+	m.t.Helper()
 	out, stderr, code := runCmd(m.t, nil, "registry", "list", "--ca", "https://"+m.caAddr, "--data-dir", a.dataDir, "--json")
 	if code != 0 {
 		m.t.Logf("registry list: exit %d: %s", code, stderr)
-		return false
+		return nil
 	}
 	var snap struct {
 		Entries []struct {
@@ -355,12 +374,11 @@ func (m *mesh) registered(a *meshAgent, service string) bool {
 	if err := json.Unmarshal([]byte(out), &snap); err != nil {
 		m.t.Fatalf("registry list --json: %v: %s", err, out)
 	}
+	var names []string
 	for _, e := range snap.Entries {
-		if e.Service == service {
-			return true
-		}
+		names = append(names, e.Service)
 	}
-	return false
+	return names
 }
 
 // get fetches url and returns status and body.
