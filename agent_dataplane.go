@@ -217,8 +217,14 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	if d.watcher != nil {
 		g.Go(func() error { return d.watcher.Run(gctx) })
 	}
+	regDone := make(chan struct{})
 	if d.register != nil {
-		g.Go(func() error { return d.register.Run(regCtx) })
+		g.Go(func() error {
+			defer close(regDone)
+			return d.register.Run(regCtx)
+		})
+	} else {
+		close(regDone)
 	}
 	d.log.Info("data plane serving", "inbound", d.inbound.Addr().String(), "outbound", d.outbound.Addr().String())
 
@@ -227,6 +233,7 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	case <-gctx.Done(): // a part failed: shut the rest down the same way
 	}
 	stopRegistering()
+	<-regDone // Deregister must follow Run's end, or Run would start after it
 	if d.register != nil {
 		dctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
 		if err := d.register.Deregister(dctx); err != nil {

@@ -206,11 +206,15 @@ func TestMeshLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	code, body, err := m.call(client, billing, "POST", "users", "/users/42/charges")
-	if err != nil || code != 200 {
-		t.Fatalf("billing POST charges: %d %v %s", code, err, body)
-	}
-	code, body, err = m.call(client, web, "POST", "users", "/users/42/charges")
+	// billing learns of users through its own registry watch.
+	eventually(t, 20*time.Second, "billing reaches users", func() error {
+		code, body, err := m.call(client, billing, "POST", "users", "/users/42/charges")
+		if err != nil || code != 200 {
+			return fmt.Errorf("billing POST charges: %d %v %s", code, err, body)
+		}
+		return nil
+	})
+	code, body, err := m.call(client, web, "POST", "users", "/users/42/charges")
 	if err != nil || code != 403 {
 		t.Fatalf("web POST charges: got %d %v %s, want 403", code, err, body)
 	}
