@@ -89,7 +89,8 @@ func (m *mesh) addAgent(name, route string, extra ...string) *meshAgent {
 }
 
 // addAgentService starts agent name (its own ports, data dir and demo app)
-// serving service.
+// serving service. With "edge" as the first extra argument it runs
+// `meshguard edge` instead, and the rest of extra are its flags.
 func (m *mesh) addAgentService(name, service, route string, extra ...string) *meshAgent {
 	m.t.Helper()
 	a := &meshAgent{
@@ -105,7 +106,11 @@ func (m *mesh) addAgentService(name, service, route string, extra ...string) *me
 	}
 	tokenFile := filepath.Join(m.dir, name+".token")
 	writeFile(m.t, tokenFile, strings.TrimSpace(token))
-	args := []string{"agent", "--ca", "https://" + m.caAddr, "--ca-fingerprint", m.fingerprint,
+	command := "agent"
+	if len(extra) > 0 && extra[0] == "edge" {
+		command, extra = "edge", extra[1:]
+	}
+	args := []string{command, "--ca", "https://" + m.caAddr, "--ca-fingerprint", m.fingerprint,
 		"--token-file", tokenFile, "--service", service, "--app", a.app, "--route", route,
 		"--inbound", a.inbound, "--advertise", a.inbound, "--outbound", a.outbound, "--admin", a.admin,
 		"--data-dir", a.dataDir, "--policy", m.policyDir, "--audit-log", a.auditLog,
