@@ -74,11 +74,7 @@ func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg pro
 		}
 		auditW, d.auditOut = f, f
 	}
-	allowedRate := 0.0
-	if cfg.auditAllowed {
-		allowedRate = 1
-	}
-	d.auditor = authz.NewAuditor(auditW, authz.AuditConfig{AllowedRate: allowedRate, Registerer: reg, Logger: log})
+	d.auditor = authz.NewAuditor(auditW, authz.AuditConfig{AllowedRate: cfg.auditAllowed, Registerer: reg, Logger: log})
 
 	var authorizer proxy.Authorizer
 	if cfg.policyDir != "" {

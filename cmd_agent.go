@@ -65,7 +65,7 @@ type agentConfig struct {
 	policyDir      string
 	dryRun         bool
 	auditLog       string
-	auditAllowed   bool
+	auditAllowed   float64 // fraction of allowed requests also audited, 0..1
 	decisionCache  int
 	policyTimeout  time.Duration
 	requestTimeout time.Duration
@@ -112,7 +112,7 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	fs.StringVar(&c.policyDir, "policy", "", "directory of .rego policies (package meshguard.authz)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "compute and audit decisions but allow every request")
 	fs.StringVar(&c.auditLog, "audit-log", "", "audit log file (default: stderr)")
-	fs.BoolVar(&c.auditAllowed, "audit-allowed", false, "also audit allowed requests")
+	fs.Float64Var(&c.auditAllowed, "audit-allowed", 0, "fraction of allowed requests also written to the audit log, 0..1 (denials are always written)")
 	fs.IntVar(&c.decisionCache, "decision-cache", 10000, "decision cache entries (0 disables it)")
 	fs.DurationVar(&c.policyTimeout, "policy-timeout", 100*time.Millisecond, "deadline for one policy evaluation")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 15*time.Second, "per-request timeout")
@@ -124,6 +124,9 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	}
 	c.routes, c.peers = routes, nil
 	n := fs.Name()
+	if !(c.auditAllowed >= 0 && c.auditAllowed <= 1) { // also refuses NaN
+		return nil, usagef("%s: --audit-allowed %v: want a fraction from 0 to 1, e.g. 0.01", n, c.auditAllowed)
+	}
 	if c.weight < 0 || c.weight > 1000 {
 		return nil, usagef("%s: --weight %d out of range (1..1000)", n, c.weight)
 	}
