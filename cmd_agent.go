@@ -39,6 +39,7 @@ type agentConfig struct {
 	caURL         string
 	caFingerprint string // normalised lowercase hex
 	token         string // from --token or --token-file
+	tokenFile     string
 	service       string
 	dataDir       string
 	svidTTL       time.Duration
@@ -82,12 +83,11 @@ const maxSocketPath = 107
 func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, error) {
 	fs := newFlagSet(name, env)
 	c := &agentConfig{}
-	var tokenFile string
 	var routes, peers stringList
 	fs.StringVar(&c.caURL, "ca", "", "meshguard CA URL, https://HOST:PORT")
 	fs.StringVar(&c.caFingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the CA root (printed by `meshguard ca init`)")
 	fs.StringVar(&c.token, "token", "", "single-use join token (`meshguard token create`); not needed while --data-dir holds a valid SVID")
-	fs.StringVar(&tokenFile, "token-file", "", "file holding the join token")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the join token")
 	fs.StringVar(&c.service, "service", "", "this workload's service name; its SPIFFE ID is spiffe://TD/svc/NAME")
 	fs.StringVar(&c.dataDir, "data-dir", "", "directory for the SVID, key, bundle and registry snapshot (0700); empty keeps them in memory")
 	fs.DurationVar(&c.svidTTL, "svid-ttl", 0, "SVID lifetime to ask the CA for at bootstrap (0: the CA's default)")
@@ -116,7 +116,7 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 
 	// Identity source: exactly one of the CA or an existing Workload API.
 	if c.spiffeSocket != "" {
-		for _, f := range []struct{ flag, val string }{{"ca", c.caURL}, {"ca-fingerprint", c.caFingerprint}, {"token", c.token}, {"token-file", tokenFile}} {
+		for _, f := range []struct{ flag, val string }{{"ca", c.caURL}, {"ca-fingerprint", c.caFingerprint}, {"token", c.token}, {"token-file", c.tokenFile}} {
 			if f.val != "" {
 				return nil, usagef("%s: --spiffe-socket and --%s are exclusive: take the identity from a Workload API or from the meshguard CA, not both", n, f.flag)
 			}
@@ -142,17 +142,17 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 			return nil, usagef("%s: --ca-fingerprint: %v", n, err)
 		}
 		c.caFingerprint = fp
-		if c.token != "" && tokenFile != "" {
+		if c.token != "" && c.tokenFile != "" {
 			return nil, usagef("%s: give --token or --token-file, not both", n)
 		}
-		if tokenFile != "" {
-			b, err := os.ReadFile(tokenFile)
+		if c.tokenFile != "" {
+			b, err := os.ReadFile(c.tokenFile)
 			if err != nil {
 				return nil, usagef("%s: --token-file: %v", n, err)
 			}
 			c.token = strings.TrimSpace(string(b))
 			if c.token == "" {
-				return nil, usagef("%s: --token-file %s is empty", n, tokenFile)
+				return nil, usagef("%s: --token-file %s is empty", n, c.tokenFile)
 			}
 		}
 		if strings.ContainsAny(c.token, " \t\r\n") {
@@ -301,11 +301,12 @@ func newAgentIdentity(c *agentConfig, log *slog.Logger, reg prometheus.Registere
 // agentStatus is the /status document. Parts added later (policy, peers,
 // routes) add fields here; `meshguard status` prints unknown ones as JSON.
 type agentStatus struct {
-	Version     string          `json:"version"`
-	Ready       bool            `json:"ready"`
-	NotReady    string          `json:"not_ready,omitempty"`
-	Identity    identity.Status `json:"identity"`
-	WorkloadAPI string          `json:"workload_api,omitempty"`
+	Version     string           `json:"version"`
+	Ready       bool             `json:"ready"`
+	NotReady    string           `json:"not_ready,omitempty"`
+	Identity    identity.Status  `json:"identity"`
+	WorkloadAPI string           `json:"workload_api,omitempty"`
+	DataPlane   *dataPlaneStatus `json:"data_plane,omitempty"`
 }
 
 func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
@@ -321,12 +322,25 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 	if err != nil {
 		return usagef("agent: %v", err)
 	}
+	if fi, err := os.Stat(cfg.tokenFile); cfg.tokenFile != "" && err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the join token file is readable by other users; keep it 0600 (the token is single use, but until used it is a credential)", logkey.Path, cfg.tokenFile)
+	}
 	if cfg.spiffeSocket == "" && cfg.dataDir == "" {
 		log.Warn("no --data-dir: the SVID and key live in memory only; a restart needs a new join token")
 	}
-	ready := func() error { return src.Ready() }
+	dp, err := newDataPlane(cfg, src, log, reg)
+	if err != nil {
+		return err
+	}
+	ready := func() error {
+		if err := src.Ready(); err != nil {
+			return err
+		}
+		return dp.Ready()
+	}
 	status := func() any {
-		st := agentStatus{Version: version, Identity: src.Status(), WorkloadAPI: cfg.workloadSocket}
+		dps := dp.Status()
+		st := agentStatus{Version: version, Identity: src.Status(), WorkloadAPI: cfg.workloadSocket, DataPlane: &dps}
 		if err := ready(); err != nil {
 			st.NotReady = err.Error()
 		} else {
@@ -363,6 +377,7 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 		if wl != nil {
 			g.Go(func() error { return wl.Run(gctx) })
 		}
+		g.Go(func() error { return dp.Run(gctx) })
 		return src.Run(gctx)
 	})
 	err = g.Wait()

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/ca"
+	"github.com/meshguard/meshguard/identity"
 	"github.com/meshguard/meshguard/identity/workload"
 	"github.com/meshguard/meshguard/internal/testca"
+	"github.com/meshguard/meshguard/proxy"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -214,7 +216,7 @@ func TestAgentFromWorkloadAPI(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"agent", "--spiffe-socket", "unix://" + upPath, "--service", "web",
-			"--workload-socket", ownPath, "--admin", "127.0.0.1:0"}, env)
+			"--workload-socket", ownPath, "--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0"}, env)
 	}()
 	defer func() {
 		cancel()
@@ -365,7 +367,7 @@ func TestAgentWithRealCA(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		code := make(chan int, 1)
 		args := append([]string{"agent", "--ca", caURL, "--ca-fingerprint", fp, "--service", "web", "--data-dir", dataDir,
-			"--workload-socket", sock, "--admin", "127.0.0.1:0"}, extra...)
+			"--workload-socket", sock, "--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0"}, extra...)
 		go func() { code <- run(ctx, args, env) }()
 		addr := logValue(t, logs, "admin listening", "addr")
 		logValue(t, logs, "agent identity ready", "spiffe_id")
@@ -409,3 +411,11 @@ func TestAgentWithRealCA(t *testing.T) {
 		t.Fatalf("exit %d, stderr:\n%s", c, errb)
 	}
 }
+
+// Both identity sources satisfy what the proxy consumes.
+var (
+	_ proxy.Source  = (*identity.CASource)(nil)
+	_ proxy.Source  = (*identity.WorkloadAPISource)(nil)
+	_ agentIdentity = (*identity.CASource)(nil)
+	_ agentIdentity = (*identity.WorkloadAPISource)(nil)
+)

@@ -117,6 +117,11 @@ measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000
     local rps failed p50 p99
     rps=$(awk '/^finished in/ {print $4}' "$work/h2load-$name-$mode.out")
     failed=$(awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="failed,") print $i}' "$work/h2load-$name-$mode.out")
+    # h2load counts a 403 or 502 as a success: every answer must be 2xx.
+    non2xx=$(awk '/^status codes:/ {print $5 + $7 + $9}' "$work/h2load-$name-$mode.out")
+    if [ "${non2xx:-0}" != 0 ]; then
+      echo "bench/mesh.sh: $name/$mode got $non2xx non-2xx answers:"; grep '^status codes' "$work/h2load-$name-$mode.out"; exit 1
+    fi
     # column 3 is microseconds until the end of the response
     read -r p50 p99 < <(awk -F'\t' '$2 < 400 {print $3}' "$log" | sort -n | awk '{v[NR]=$1} END {
       if (NR==0) {print "nan nan"; exit}

@@ -1,16 +1,41 @@
-// Package proxy is meshguard's data plane: the inbound listener that
-// terminates mTLS from peers, normalizes the path, asks the authorizer and
-// forwards allowed requests to the local app; and the outbound listener that
-// takes plaintext HTTP/1.1 or h2c from the local app, routes it to a service,
-// balances over that service's endpoints and originates mTLS over one pooled
-// HTTP/2 connection per endpoint.
+// Package proxy is meshguard's data plane.
+//
+// Inbound (NewInbound): terminates mTLS from peers (TLS 1.3 only, ALPN h2
+// and http/1.1, the agent's live SVID and bundle read at every handshake,
+// go-spiffe's trust-domain membership plus internal/svidcheck's strict SVID
+// rules); per request it re-checks the peer when the bundle changed or its
+// certificate expired, refuses ambiguous HTTP/1.1 framing (Content-Length
+// with Transfer-Encoding), normalizes the path (NormalizePath; 400 on
+// ambiguity), strips hop-by-hop and X-Forwarded-Client-Cert headers, builds
+// the authz.Input from the verified peer, asks the Authorizer, and answers
+// 403 JSON or forwards to the app (HTTP/1.1 keep-alive pool, or h2c) with
+// X-Forwarded-Client-Cert set, streaming bodies and trailers.
+//
+// Outbound (NewOutbound): plaintext HTTP/1.1 and h2c (prior knowledge, never
+// "Upgrade: h2c") from the local app; the service comes from Host ("users",
+// "users.mesh", any port) or the longest route prefix (Peers); one pooled
+// HTTP/2 connection per endpoint with exactly the service's SPIFFE ID
+// authorized; power-of-two-choices over peak-EWMA latency × in-flight,
+// weighted split by the "version" label, passive outlier ejection with
+// growing ejection time, retries of idempotent requests that were never
+// sent, within a Linkerd-style retry budget; per-request timeout.
+//
+// The pool uses golang.org/x/net/http2's per-connection ClientConn (not
+// net/http's Transport): draining on rotation needs its graceful Shutdown,
+// SetDoNotReuse and State, which net/http's ClientConn lacks. Concurrency
+// per endpoint is capped by the pool's own semaphore rather than
+// StrictMaxConcurrentStreams (golang/go#70809). Servers are net/http's
+// (Server.Protocols, HTTP2Config), whose rapid-reset and CONTINUATION
+// protections stay on. Connections are renewed before the SVIDs they were
+// opened with expire, and drained when the bundle no longer verifies their
+// peer; in-flight requests finish.
 //
 // Usage sketch (package main wires it):
 //
 //	m, _ := proxy.NewMetrics(reg)
-//	in, _ := proxy.NewInbound(proxy.InboundConfig{Addr: ":15443", App: "127.0.0.1:8080",
+//	in, _ := proxy.NewInbound(proxy.InboundConfig{Listener: inLn, App: "127.0.0.1:8080",
 //		Service: "users", Source: src, Authorizer: engine, Metrics: m, Logger: log})
-//	out, _ := proxy.NewOutbound(proxy.OutboundConfig{Addr: "127.0.0.1:15001",
+//	out, _ := proxy.NewOutbound(proxy.OutboundConfig{Listener: outLn,
 //		Source: src, Peers: peers, Metrics: m, Logger: log})
 //	g.Go(func() error { return in.Run(ctx) })
 //	g.Go(func() error { return out.Run(ctx) })
@@ -20,5 +45,6 @@
 // `--peer SERVICE=SPIFFE_ID@HOST:PORT` form is ParsePeer and StaticPeers.
 //
 // proxy may import identity, authz and registry (and internal/*), never ca or
-// package main.
+// package main; today it imports only authz (for the Input and Decision
+// types) and internal/svidcheck.
 package proxy

@@ -28,8 +28,8 @@ func writeJSONError(w http.ResponseWriter, code int, msg string, extra ...string
 	_, _ = w.Write(b)
 }
 
-// bufferPool is httputil.ReverseProxy's BufferPool: a bounded free list of
-// 32 KiB copy buffers (a channel, so Get and Put do not allocate).
+// bufferPool is a bounded free list of 32 KiB copy buffers (a channel, so
+// Get and Put do not allocate).
 type bufferPool chan []byte
 
 const copyBufSize = 32 << 10

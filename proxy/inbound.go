@@ -2,13 +2,13 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -63,8 +63,9 @@ type Inbound struct {
 	cfg     InboundConfig
 	log     *slog.Logger
 	ln      net.Listener
+	tlsConf *tls.Config
 	srv     *http.Server
-	rp      *httputil.ReverseProxy
+	fwd     *forwarder
 	appTr   *http.Transport
 	td      spiffeid.TrustDomain
 	ownID   atomic.Pointer[string]
@@ -76,12 +77,14 @@ type Inbound struct {
 // inConn is per accepted connection: the verified peer, computed once, and
 // the bundle generation it was last verified against.
 type inConn struct {
-	gen  atomic.Uint64
-	once sync.Once
-	peer spiffeid.ID
-	svc  string
-	xfcc string
-	err  error
+	chain []*x509.Certificate // the peer's certificates, verified at the handshake
+	scan  *h1Scanner          // HTTP/1.1 framing verdicts; nil on HTTP/2
+	gen   atomic.Uint64
+	once  sync.Once
+	peer  spiffeid.ID
+	svc   string
+	xfcc  string
+	err   error
 }
 
 type inConnKey struct{}
@@ -132,18 +135,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	} else {
 		in.appTr.Protocols.SetHTTP1(true)
 	}
-	app := cfg.App
-	in.rp = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = app
-			pr.Out.Host = pr.In.Host
-		},
-		Transport:    in.appTr,
-		BufferPool:   newBufferPool(256),
-		ErrorHandler: in.appError,
-		ErrorLog:     slog.NewLogLogger(in.log.Handler(), slog.LevelDebug),
-	}
+	in.fwd = &forwarder{rt: in.appTr, bufs: newBufferPool(256), scheme: "http", host: cfg.App, onError: in.appError}
 
 	ln := cfg.Listener
 	if ln == nil {
@@ -153,18 +145,27 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 		}
 	}
 	in.ln = ln
+	in.tlsConf = serverTLS(cfg.Source, in.td, cfg.Metrics.hsIn.Inc)
 	in.srv = &http.Server{
-		Handler:           in,
-		TLSConfig:         serverTLS(cfg.Source, in.td, cfg.Metrics.hsIn.Inc),
+		Handler:   in,
+		TLSConfig: in.tlsConf, // handshakes happen in tlsListener; this enables h2
+
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		HTTP2:             h2Config(cfg.MaxConcurrentStreams),
 		Protocols:         new(http.Protocols),
 		ErrorLog:          slog.NewLogLogger(in.log.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			ic := &inConn{}
 			ic.gen.Store(in.gen.Load())
+			switch cc := c.(type) {
+			case *tls.Conn:
+				ic.chain = cc.ConnectionState().PeerCertificates
+			case *framingConn:
+				ic.chain = cc.tls.ConnectionState().PeerCertificates
+				ic.scan = &cc.scan
+			}
 			return context.WithValue(ctx, inConnKey{}, ic)
 		},
 	}
@@ -224,8 +225,13 @@ func (in *Inbound) Run(ctx context.Context) error {
 	if !in.started.CompareAndSwap(false, true) {
 		return errors.New("inbound: Run called twice")
 	}
+	tl := newTLSListener(in.ln, in.tlsConf, in.cfg.ReadHeaderTimeout, func(remote net.Addr, err error) {
+		in.log.Debug("TLS handshake error from " + remote.String() + ": " + err.Error())
+	})
+	defer tl.wait()
+	defer tl.Close()
 	errc := make(chan error, 1)
-	go func() { errc <- in.srv.ServeTLS(in.ln, "", "") }()
+	go func() { errc <- in.srv.Serve(tl) }()
 	watchDone := make(chan struct{})
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	go func() {
@@ -280,11 +286,16 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) (peerService string) {
 	ic, _ := r.Context().Value(inConnKey{}).(*inConn)
-	if ic == nil || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+	if ic == nil || len(ic.chain) == 0 {
 		writeJSONError(w, http.StatusForbidden, "no verified peer")
 		return ""
 	}
-	if err := in.checkPeer(ic, r.TLS.PeerCertificates); err != nil {
+	if ic.scan != nil && r.ProtoMajor == 1 && ic.scan.refuse() {
+		w.Header().Set("Connection", "close")
+		writeJSONError(w, http.StatusBadRequest, "bad request", "detail", "ambiguous message framing (Content-Length with Transfer-Encoding, or conflicting Content-Length)")
+		return ""
+	}
+	if err := in.checkPeer(ic, ic.chain); err != nil {
 		// The connection outlived its peer's validity: refuse, and close it
 		// (Connection: close is a GOAWAY on HTTP/2) so the caller redials.
 		in.log.Info("peer no longer valid", logkey.Error, err.Error())
@@ -342,7 +353,7 @@ func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) (peerService st
 		r.URL.Path, r.URL.RawPath = p, path
 	}
 	r.URL.RawQuery, r.URL.ForceQuery = rawQuery, false
-	in.rp.ServeHTTP(w, r)
+	in.fwd.ServeHTTP(w, r)
 	return ic.svc
 }
 

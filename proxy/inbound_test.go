@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -325,8 +326,9 @@ func TestInboundDenyAndHeaders(t *testing.T) {
 	}
 }
 
-// TestInboundSmuggling: conflicting Content-Length and unsupported
-// transfer codings are refused before the policy and the app.
+// TestInboundSmuggling: Content-Length with Transfer-Encoding, conflicting
+// Content-Length and unsupported transfer codings are refused (400) before
+// the policy and the app.
 func TestInboundSmuggling(t *testing.T) {
 	hits := 0
 	var mu sync.Mutex
@@ -340,6 +342,9 @@ func TestInboundSmuggling(t *testing.T) {
 	for _, raw := range []string{
 		"POST / HTTP/1.1\r\nHost: users\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
 		"POST / HTTP/1.1\r\nHost: users\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: users\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: users\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.0\r\nHost: users\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
 	} {
 		resp, _ := rawInbound(t, m, raw)
 		if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusNotImplemented {
@@ -350,5 +355,61 @@ func TestInboundSmuggling(t *testing.T) {
 	defer mu.Unlock()
 	if hits != 0 || len(m.authz.seen) != 0 {
 		t.Fatalf("smuggling attempts reached the app (%d) or policy (%d)", hits, len(m.authz.seen))
+	}
+}
+
+// TestMeshPathTable: the same table through both agents (the app's request
+// enters the outbound listener, crosses the mesh over HTTP/2, and reaches
+// the app through the inbound): the policy and the app agree, or it is 400.
+func TestMeshPathTable(t *testing.T) {
+	var mu sync.Mutex
+	var appGot []string
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		appGot = append(appGot, r.RequestURI)
+		mu.Unlock()
+	})
+	m := newMesh(t, meshOpts{app: app})
+	for _, tc := range pathCases {
+		if tc.target == "" || strings.ContainsAny(tc.target, " \x00\x01") || tc.target == "*" {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			appGot = nil
+			mu.Unlock()
+			m.authz.mu.Lock()
+			m.authz.seen = nil
+			m.authz.mu.Unlock()
+			c, err := net.Dial("tcp", m.out.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "GET "+tc.target+" HTTP/1.1\r\nHost: users\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			mu.Lock()
+			got := appGot
+			mu.Unlock()
+			if tc.err != nil {
+				if resp.StatusCode != http.StatusBadRequest || len(got) != 0 || len(m.authz.seen) != 0 {
+					t.Fatalf("status %d, app %v, policy calls %d; want 400 reaching neither", resp.StatusCode, got, len(m.authz.seen))
+				}
+				return
+			}
+			wantURI := tc.want
+			if tc.query != "" {
+				wantURI += "?" + tc.query
+			}
+			in := m.authz.last(t)
+			if resp.StatusCode != http.StatusOK || in.Request.Path != tc.want || in.Request.Protocol != "HTTP/2.0" || len(got) != 1 || got[0] != wantURI {
+				t.Fatalf("status %d: policy saw %q over %s, app got %v; want %q / %q", resp.StatusCode, in.Request.Path, in.Request.Protocol, got, tc.want, wantURI)
+			}
+		})
 	}
 }

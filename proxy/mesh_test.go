@@ -281,3 +281,64 @@ func TestRetryIdempotentOnly(t *testing.T) {
 		t.Fatalf("POST: status %d, want 502 (no retry)", resp.StatusCode)
 	}
 }
+
+// TestPoolRenewsBeforeExpiry: a pooled connection is replaced before the
+// SVID it was opened with expires (fake clock on the outbound side); the old
+// one is drained, not cut.
+func TestPoolRenewsBeforeExpiry(t *testing.T) {
+	clk := newFakeClock()
+	clk.now = time.Now()
+	m := newMesh(t, meshOpts{app: echoApp(), outTweak: func(c *OutboundConfig) {
+		c.Now = clk.Now
+		c.RenewBefore = 5 * time.Minute
+	}})
+	c := newClient()
+	defer c.CloseIdleConnections()
+	for i := 0; i < 3; i++ {
+		if resp, _ := get(t, c, m.outURL+"/a", "users"); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if got := handshakes(m.webM, dirOutbound); got != 1 {
+		t.Fatalf("handshakes = %v, want 1", got)
+	}
+	// The test SVIDs live one hour: at 55m the connection must be renewed.
+	clk.Advance(55*time.Minute + time.Second)
+	m.webSrc.set(m.ca.SVID(svcID("web"), testca.Options{NotAfter: time.Now().Add(3 * time.Hour)}), nil)
+	m.usersSrc.set(m.ca.SVID(svcID("users"), testca.Options{NotAfter: time.Now().Add(3 * time.Hour)}), nil)
+	if resp, _ := get(t, c, m.outURL+"/a", "users"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := handshakes(m.webM, dirOutbound); got != 2 {
+		t.Fatalf("handshakes = %v, want 2 (renewed)", got)
+	}
+	eventually(t, "old connection drained", func() bool { return counterValue(m.webM.upstreams) == 1 })
+}
+
+// TestRequestTimeout: past --request-timeout the caller gets 504 JSON, on
+// the outbound side (peer too slow) and on the inbound side (app too slow).
+func TestRequestTimeout(t *testing.T) {
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	for _, side := range []string{"outbound", "inbound"} {
+		t.Run(side, func(t *testing.T) {
+			opts := meshOpts{app: app}
+			if side == "outbound" {
+				opts.outTweak = func(c *OutboundConfig) { c.RequestTimeout = 50 * time.Millisecond }
+			} else {
+				opts.inTweak = func(c *InboundConfig) { c.RequestTimeout = 50 * time.Millisecond }
+			}
+			m := newMesh(t, opts)
+			c := newClient()
+			defer c.CloseIdleConnections()
+			resp, body := get(t, c, m.outURL+"/slow", "users")
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				t.Fatalf("status %d %s, want 504", resp.StatusCode, body)
+			}
+			want := map[string]string{"outbound": "upstream timeout", "inbound": "app timeout"}[side]
+			var e struct{ Error string }
+			if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error != want {
+				t.Fatalf("body %q, want error %q", body, want)
+			}
+		})
+	}
+}

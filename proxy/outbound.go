@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -44,7 +43,7 @@ type OutboundConfig struct {
 	DialTimeout          time.Duration // default 5s
 	RenewBefore          time.Duration // redial this long before either side's SVID expires, default 1m
 	ReadHeaderTimeout    time.Duration // default DefaultReadHeaderTimeout
-	IdleTimeout          time.Duration // default DefaultIdleTimeout (also pooled connections)
+	IdleTimeout          time.Duration // default DefaultIdleTimeout; pooled peer connections idle out at half of it
 	ShutdownTimeout      time.Duration // default DefaultShutdownTimeout
 	Now                  func() time.Time
 	RandIntN             func(n int) int // default math/rand/v2.IntN
@@ -57,7 +56,7 @@ type Outbound struct {
 	log     *slog.Logger
 	ln      net.Listener
 	srv     *http.Server
-	rp      *httputil.ReverseProxy
+	fwd     *forwarder
 	h2      *http2.Transport
 	ctx     context.Context // lives until Run ends; dials use it
 	cancel  context.CancelFunc
@@ -118,16 +117,11 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		MaxHeaderListSize:  uint32(cfg.MaxHeaderBytes),
 		ReadIdleTimeout:    30 * time.Second,
 		PingTimeout:        15 * time.Second,
-		WriteByteTimeout:   30 * time.Second,
-		IdleConnTimeout:    cfg.IdleTimeout,
+		// Close idle pooled connections before the peer's server (same
+		// default IdleTimeout) does, so a request never races its GOAWAY.
+		IdleConnTimeout: cfg.IdleTimeout / 2,
 	}
-	o.rp = &httputil.ReverseProxy{
-		Rewrite:      func(pr *httputil.ProxyRequest) { pr.Out.Host = pr.In.Host },
-		Transport:    o,
-		BufferPool:   newBufferPool(256),
-		ErrorHandler: o.upstreamError,
-		ErrorLog:     slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
-	}
+	o.fwd = &forwarder{rt: o, bufs: newBufferPool(256), scheme: "https", onError: o.upstreamError}
 	ln := cfg.Listener
 	if ln == nil {
 		var err error
@@ -146,6 +140,12 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		HTTP2:             h2Config(cfg.MaxConcurrentStreams),
 		Protocols:         new(http.Protocols),
 		ErrorLog:          slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if fc, ok := c.(*framingConn); ok {
+				return context.WithValue(ctx, scanKey{}, &fc.scan)
+			}
+			return ctx
+		},
 	}
 	// HTTP/1.1 and h2c with prior knowledge. net/http never performs the
 	// "Upgrade: h2c" dance, and the handler strips Upgrade anyway.
@@ -164,7 +164,7 @@ func (o *Outbound) Run(ctx context.Context) error {
 	}
 	defer o.cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- o.srv.Serve(o.ln) }()
+	go func() { errc <- o.srv.Serve(plainListener{o.ln}) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
@@ -338,7 +338,16 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	putStatusWriter(sw)
 }
 
+type scanKey struct{}
+
 func (o *Outbound) serve(w http.ResponseWriter, r *http.Request) string {
+	if r.ProtoMajor == 1 {
+		if scan, _ := r.Context().Value(scanKey{}).(*h1Scanner); scan != nil && scan.refuse() {
+			w.Header().Set("Connection", "close")
+			writeJSONError(w, http.StatusBadRequest, "bad request", "detail", "ambiguous message framing (Content-Length with Transfer-Encoding, or conflicting Content-Length)")
+			return ""
+		}
+	}
 	path, rawQuery, err := NormalizePath(r.RequestURI)
 	if err != nil {
 		writeJSONError(w, http.StatusBadRequest, "bad request", "detail", err.Error())
@@ -365,15 +374,15 @@ func (o *Outbound) serve(w http.ResponseWriter, r *http.Request) string {
 		r.URL.Path, r.URL.RawPath = p, path
 	}
 	r.URL.RawQuery, r.URL.ForceQuery = rawQuery, false
-	// The service travels to RoundTrip in the URL; Rewrite keeps the Host
-	// header the app sent.
-	r.URL.Scheme, r.URL.Host = "https", svc
+	// The service travels to RoundTrip in the URL; the Host header the app
+	// sent goes to the peer unchanged.
+	r.URL.Host = svc
 	if o.cfg.RequestTimeout > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), o.cfg.RequestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
-	o.rp.ServeHTTP(w, r)
+	o.fwd.ServeHTTP(w, r)
 	return svc
 }
 
@@ -429,10 +438,7 @@ func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		lastErr = err
-		if req.Context().Err() != nil || attempt >= o.cfg.MaxRetries || !idempotent(req.Method) {
-			return nil, err
-		}
-		if touched && (!notSent(err) || (req.Body != nil && req.Body != http.NoBody)) {
+		if req.Context().Err() != nil || attempt >= o.cfg.MaxRetries || !retryable(req, touched, err) {
 			return nil, err
 		}
 		if !b.withdraw(o.cfg.Now()) {
@@ -440,6 +446,24 @@ func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		o.log.Debug("retrying", logkey.Service, svc, logkey.Attempt, attempt+1, logkey.Error, err.Error())
 	}
+}
+
+// retryable says whether a request that failed with a transport error (no
+// response was received) may be sent again, to another endpoint. Only
+// idempotent methods are retried (RFC 9110 §9.2.2). One that never reached
+// a connection always may be; one that may have reached the peer (a
+// connection that broke mid-flight, e.g. the peer was killed) only when it
+// has no body to replay, or when the failure proves it was never sent. An
+// HTTP response, even a 5xx, is never retried here.
+func retryable(req *http.Request, touched bool, err error) bool {
+	if !idempotent(req.Method) {
+		return false
+	}
+	if !touched {
+		return true
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	return !hasBody || notSent(err)
 }
 
 func idempotent(method string) bool {
@@ -555,7 +579,6 @@ func (o *Outbound) pickFrom(eps []Endpoint, tried []*peer) *peer {
 			p = cands[j]
 		}
 	}
-	p.lastUsed.Store(now)
 	return p
 }
 

@@ -40,7 +40,6 @@ type peer struct {
 	dial *dialCall
 
 	inflight atomic.Int64
-	lastUsed atomic.Int64 // unix nanoseconds
 
 	statMu       sync.Mutex
 	ewma         float64 // peak-EWMA latency to response headers, nanoseconds

@@ -1,0 +1,351 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Go's HTTP/1.1 server resolves a request carrying both Content-Length and
+// Transfer-Encoding the way RFC 9112 allows (the coding wins, the length is
+// dropped) and gives the handler no way to see that both were there. The
+// DESIGN rule is stricter: such a request is refused. framingConn watches
+// the plaintext HTTP/1.1 byte stream of one connection, just enough to find
+// each request's header block and the end of its body, and queues one
+// verdict per request; the handler pops the verdict of the request it
+// serves (HTTP/1.1 requests on a connection are served in order).
+
+// maxScanLine bounds one header or chunk-size line; longer lines make the
+// scanner give up (fail closed: every later request is refused).
+const maxScanLine = DefaultMaxHeaderBytes + 4096
+
+type scanState uint8
+
+const (
+	scanHeaders scanState = iota
+	scanBody
+	scanChunkSize
+	scanChunkData
+	scanTrailers
+	scanLost
+)
+
+// h1Scanner tracks HTTP/1.1 request framing on a byte stream.
+type h1Scanner struct {
+	st         scanState
+	line       []byte
+	remaining  int64
+	started    bool // request line seen
+	sawCL      bool
+	sawTE      bool
+	clConflict bool
+	cl         int64
+	chunked    bool
+
+	mu       sync.Mutex
+	verdicts []bool // per request, in order: true = refuse
+	lost     bool
+}
+
+func (s *h1Scanner) feed(b []byte) {
+	for len(b) > 0 {
+		switch s.st {
+		case scanLost:
+			return
+		case scanBody, scanChunkData:
+			k := int64(len(b))
+			if k > s.remaining {
+				k = s.remaining
+			}
+			s.remaining -= k
+			b = b[k:]
+			if s.remaining == 0 {
+				if s.st == scanBody {
+					s.st = scanHeaders
+				} else {
+					s.st = scanChunkSize // the CRLF after the data reads as an empty line
+				}
+			}
+		default:
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				if len(s.line)+len(b) > maxScanLine {
+					s.lose()
+					return
+				}
+				s.line = append(s.line, b...)
+				return
+			}
+			if len(s.line)+i > maxScanLine {
+				s.lose()
+				return
+			}
+			s.line = append(s.line, b[:i]...)
+			b = b[i+1:]
+			line := bytes.TrimSuffix(s.line, []byte{'\r'})
+			s.onLine(line)
+			s.line = s.line[:0]
+		}
+	}
+}
+
+func (s *h1Scanner) onLine(line []byte) {
+	switch s.st {
+	case scanHeaders:
+		if !s.started {
+			if len(line) == 0 {
+				return // tolerate blank lines between requests
+			}
+			s.started = true
+			return
+		}
+		if len(line) > 0 {
+			s.onHeader(line)
+			return
+		}
+		// End of the header block.
+		s.push(s.sawCL && s.sawTE || s.clConflict)
+		switch {
+		case s.sawTE && s.chunked:
+			s.st = scanChunkSize
+		case s.sawTE:
+			s.lose() // a coding we cannot frame; Go refuses it too
+		case s.sawCL && s.cl > 0:
+			s.st, s.remaining = scanBody, s.cl
+		}
+		s.started, s.sawCL, s.sawTE, s.clConflict, s.cl, s.chunked = false, false, false, false, 0, false
+	case scanChunkSize:
+		if len(line) == 0 {
+			return
+		}
+		if i := bytes.IndexByte(line, ';'); i >= 0 {
+			line = line[:i]
+		}
+		n, err := strconv.ParseInt(string(bytes.TrimSpace(line)), 16, 64)
+		if err != nil || n < 0 {
+			s.lose()
+			return
+		}
+		if n == 0 {
+			s.st = scanTrailers
+			return
+		}
+		s.st, s.remaining = scanChunkData, n
+	case scanTrailers:
+		if len(line) == 0 {
+			s.st = scanHeaders
+		}
+	}
+}
+
+func (s *h1Scanner) onHeader(line []byte) {
+	colon := bytes.IndexByte(line, ':')
+	if colon < 0 {
+		return
+	}
+	name := bytes.TrimSpace(line[:colon])
+	value := bytes.TrimSpace(line[colon+1:])
+	switch {
+	case asciiEqualFold(name, "content-length"):
+		n, err := strconv.ParseInt(string(value), 10, 64)
+		if err != nil || n < 0 || s.sawCL && n != s.cl {
+			s.clConflict = true
+		}
+		s.sawCL, s.cl = true, n
+	case asciiEqualFold(name, "transfer-encoding"):
+		s.sawTE = true
+		s.chunked = asciiEqualFold(value, "chunked")
+	}
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *h1Scanner) push(refuse bool) {
+	s.mu.Lock()
+	s.verdicts = append(s.verdicts, refuse)
+	s.mu.Unlock()
+}
+
+func (s *h1Scanner) lose() {
+	s.st = scanLost
+	s.line = nil
+	s.mu.Lock()
+	s.lost = true
+	s.mu.Unlock()
+}
+
+// refuse pops the verdict for the next request served on this connection.
+// With no verdict queued (the scanner lost track) it refuses: fail closed.
+func (s *h1Scanner) refuse() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.verdicts) == 0 {
+		return true
+	}
+	v := s.verdicts[0]
+	s.verdicts = s.verdicts[1:]
+	return v
+}
+
+// framingConn is a connection whose plaintext bytes pass the scanner.
+type framingConn struct {
+	net.Conn
+	tls  *tls.Conn // the TLS connection underneath, nil on plaintext listeners
+	scan h1Scanner
+}
+
+func (c *framingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.scan.feed(b[:n])
+	}
+	return n, err
+}
+
+// plainListener wraps every accepted connection in a framingConn (the
+// outbound listener: HTTP/1.1 and h2c on the same port; on h2c the scanner
+// gives up at the binary frames, and HTTP/2 requests never consult it).
+type plainListener struct{ net.Listener }
+
+func (l plainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &framingConn{Conn: c}, nil
+}
+
+// tlsListener performs the TLS handshake itself (concurrently, with a
+// deadline) and hands net/http a *tls.Conn for h2 (which net/http's HTTP/2
+// server requires) or a framingConn over the *tls.Conn for HTTP/1.1.
+type tlsListener struct {
+	inner   net.Listener
+	conf    *tls.Config
+	timeout time.Duration
+	ready   chan net.Conn
+	done    chan struct{}
+	errc    chan error
+	once    sync.Once
+	wg      sync.WaitGroup
+	onError func(remote net.Addr, err error)
+	ctx     context.Context // canceled by Close: ends pending handshakes
+	cancel  context.CancelFunc
+	slots   chan struct{} // bounds concurrent handshakes
+}
+
+// maxPendingHandshakes bounds the handshakes in progress; past it new
+// connections are closed at once (a slow-handshake flood costs no more).
+const maxPendingHandshakes = 4096
+
+func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration, onError func(net.Addr, error)) *tlsListener {
+	l := &tlsListener{inner: inner, conf: conf, timeout: timeout, onError: onError,
+		ready: make(chan net.Conn), done: make(chan struct{}), errc: make(chan error, 1),
+		slots: make(chan struct{}, maxPendingHandshakes)}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+func (l *tlsListener) acceptLoop() {
+	defer l.wg.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				l.errc <- err
+				return
+			}
+			// Out of file descriptors and the like: back off, as net/http does.
+			l.onError(l.inner.Addr(), fmt.Errorf("accept: %w", err))
+			select {
+			case <-time.After(backoff):
+			case <-l.done:
+				l.errc <- net.ErrClosed
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		select {
+		case l.slots <- struct{}{}:
+		default:
+			_ = c.Close()
+			continue
+		}
+		l.wg.Add(1)
+		go l.handshake(c)
+	}
+}
+
+func (l *tlsListener) handshake(raw net.Conn) {
+	defer l.wg.Done()
+	defer func() { <-l.slots }()
+	tc := tls.Server(raw, l.conf)
+	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		l.onError(raw.RemoteAddr(), err)
+		_ = tc.Close()
+		return
+	}
+	var c net.Conn = tc
+	if tc.ConnectionState().NegotiatedProtocol != alpnH2 {
+		c = &framingConn{Conn: tc, tls: tc}
+	}
+	select {
+	case l.ready <- c:
+	case <-l.done:
+		_ = tc.Close()
+	}
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case err := <-l.errc:
+		l.errc <- err // keep reporting it
+		return nil, err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *tlsListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		l.cancel()
+		close(l.done)
+		err = l.inner.Close()
+	})
+	return err
+}
+
+func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
+
+// wait blocks until the accept loop and all handshakes have ended.
+func (l *tlsListener) wait() { l.wg.Wait() }
