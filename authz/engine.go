@@ -199,9 +199,18 @@ func (e *Engine) Reload(ctx context.Context) error {
 	defer e.reloadMu.Unlock()
 	files, rev, err := readPolicyDir(e.cfg.Dir)
 	if err != nil {
+		// An unreadable directory is refused once per distinct error, not
+		// counted and logged on every poll while it lasts.
+		if e.failedRev == "" && e.failedErr != nil && e.failedErr.Error() == err.Error() {
+			return fmt.Errorf("%w: %w", errAlreadyRefused, err)
+		}
 		return e.refuse("", err)
 	}
 	if cur := e.current.Load(); cur != nil && cur.revision == rev {
+		// Back to the revision in force (a bad edit reverted): nothing
+		// to load, nothing refused any more.
+		e.failedRev, e.failedErr = "", nil
+		e.refusal.Store(nil)
 		return nil
 	}
 	if rev == e.failedRev {
