@@ -424,6 +424,7 @@ allow if {
 reasons contains sprintf("%s may not %s", [input.source.service, input.request.method]) if not allow
 `,
 	})
+	defer os.RemoveAll(dir)
 	e, err := New(Config{Dir: dir})
 	if err != nil {
 		fmt.Println(err)
