@@ -330,7 +330,9 @@ func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now 
 	allow, reasons, err := e.eval(ctx, set, in, now, tracer)
 	e.metrics.evalDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return false, []string{"policy error: " + err.Error()}, false, true
+		// Error messages quote values (a built-in's bad argument may be a
+		// header): they are redacted like reasons.
+		return false, redactReasons([]string{"policy error: " + err.Error()}, in.Request.Headers), false, true
 	}
 	reasons = redactReasons(reasons, in.Request.Headers)
 	if useCache {
