@@ -50,6 +50,7 @@ type dataPlane struct {
 	metrics  *proxy.Metrics
 	// authorizer decides inbound requests: the engine, or denyAll.
 	authorizer proxy.Authorizer
+	serving    chan struct{}       // closed once the inbound and outbound proxies exist
 	watcher    *registry.Watcher   // nil without a registry
 	register   *registry.Registrar // nil without a registry
 	reg        prometheus.Registerer
@@ -58,7 +59,7 @@ type dataPlane struct {
 // newDataPlane builds the data plane and binds its listeners, so that a bad
 // or busy address fails at start with exit 2. Nothing is served until Run.
 func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg prometheus.Registerer) (_ *dataPlane, err error) {
-	d := &dataPlane{cfg: cfg, log: log, src: src, reg: reg}
+	d := &dataPlane{cfg: cfg, log: log, src: src, reg: reg, serving: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -180,6 +181,7 @@ func (d *dataPlane) startRegistry() error {
 		Client: client, Logger: d.log,
 		Registration: registry.Registration{
 			Service: d.cfg.service, SPIFFEID: svid.ID.String(), Address: addr, Routes: d.cfg.routes,
+			Labels: versionLabel(d.cfg.version), Weight: d.cfg.weight,
 		},
 	})
 	if err != nil {
@@ -196,6 +198,7 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	if err := d.startListeners(); err != nil {
 		return err
 	}
+	close(d.serving)
 	if err := d.startRegistry(); err != nil {
 		return err
 	}
@@ -214,8 +217,14 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	if d.watcher != nil {
 		g.Go(func() error { return d.watcher.Run(gctx) })
 	}
+	regDone := make(chan struct{})
 	if d.register != nil {
-		g.Go(func() error { return d.register.Run(regCtx) })
+		g.Go(func() error {
+			defer close(regDone)
+			return d.register.Run(regCtx)
+		})
+	} else {
+		close(regDone)
 	}
 	d.log.Info("data plane serving", "inbound", d.inbound.Addr().String(), "outbound", d.outbound.Addr().String())
 
@@ -224,6 +233,7 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	case <-gctx.Done(): // a part failed: shut the rest down the same way
 	}
 	stopRegistering()
+	<-regDone // Deregister must follow Run's end, or Run would start after it
 	if d.register != nil {
 		dctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
 		if err := d.register.Deregister(dctx); err != nil {
@@ -243,6 +253,17 @@ func (d *dataPlane) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// Outbound waits until the outbound proxy exists (the agent has its SVID)
+// and returns it; nil if ctx ends first.
+func (d *dataPlane) Outbound(ctx context.Context) *proxy.Outbound {
+	select {
+	case <-d.serving:
+		return d.outbound
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // Ready is nil when inbound requests can be decided: a policy revision is
@@ -303,6 +324,14 @@ type denyAll struct{}
 
 func (denyAll) Authorize(_ context.Context, _ *authz.Input, _ string) authz.Decision {
 	return authz.Decision{Allow: false, Reasons: []string{"no policy configured (--policy)"}}
+}
+
+// versionLabel is the registry labels for --version.
+func versionLabel(v string) map[string]string {
+	if v == "" {
+		return nil
+	}
+	return map[string]string{"version": v}
 }
 
 // advertiseAddr is the inbound address peers dial: --advertise, or the

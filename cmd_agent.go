@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,6 +59,8 @@ type agentConfig struct {
 	advertise      string
 	outbound       string
 	routes         []string
+	version        string // canary: published as the "version" label
+	weight         int    // canary: share of the service's traffic (1..1000; 0 = registry default)
 	peers          []staticPeer
 	policyDir      string
 	dryRun         bool
@@ -80,7 +83,10 @@ const maxSocketPath = 107
 
 // parseAgentConfig turns flags and MESHGUARD_* variables into a checked
 // config; every problem is a usage error (exit 2) that says what to fix.
-func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, error) {
+//
+// extraFlags let a command built on the agent (edge) add its own flags to
+// the same flag set.
+func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...func(*flag.FlagSet)) (*agentConfig, error) {
 	fs := newFlagSet(name, env)
 	c := &agentConfig{}
 	var routes, peers stringList
@@ -100,6 +106,8 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 	fs.StringVar(&c.advertise, "advertise", "", "HOST:PORT peers dial for the inbound listener (default: derived from --inbound)")
 	fs.StringVar(&c.outbound, "outbound", "127.0.0.1:15001", "plaintext listener for the local workload's outgoing calls")
 	fs.Var(&routes, "route", "route prefix this service owns (repeatable)")
+	fs.StringVar(&c.version, "version", "", "version label published in the registry (canary splits, e.g. v2)")
+	fs.IntVar(&c.weight, "weight", 0, "relative share of the service's traffic for this version, 1..1000 (default: the registry's, 100)")
 	fs.Var(&peers, "peer", "static peer SERVICE=SPIFFE_ID@HOST:PORT (repeatable)")
 	fs.StringVar(&c.policyDir, "policy", "", "directory of .rego policies (package meshguard.authz)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "compute and audit decisions but allow every request")
@@ -108,11 +116,20 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 	fs.IntVar(&c.decisionCache, "decision-cache", 10000, "decision cache entries (0 disables it)")
 	fs.DurationVar(&c.policyTimeout, "policy-timeout", 100*time.Millisecond, "deadline for one policy evaluation")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 15*time.Second, "per-request timeout")
+	for _, add := range extraFlags {
+		add(fs)
+	}
 	if err := parseFlags(fs, args, env, 0); err != nil {
 		return nil, err
 	}
 	c.routes, c.peers = routes, nil
 	n := fs.Name()
+	if c.weight < 0 || c.weight > 1000 {
+		return nil, usagef("%s: --weight %d out of range (1..1000)", n, c.weight)
+	}
+	if c.version != "" && !validLabel(c.version) {
+		return nil, usagef("%s: --version %q: use 1 to 63 letters, digits, '.', '_' or '-'", n, c.version)
+	}
 
 	// Identity source: exactly one of the CA or an existing Workload API.
 	if c.spiffeSocket != "" {
@@ -314,6 +331,20 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	return runAgent(ctx, env, cfg, nil)
+}
+
+// agentPart is something a command built on the agent runs beside it (the
+// edge's public listener): built once the data plane exists, run once the
+// agent has its identity.
+type agentPart interface {
+	Run(ctx context.Context) error
+}
+
+// runAgent runs an agent with cfg; extra, if not nil, builds one more part
+// from the data plane (its listeners are bound, so a bad address still
+// fails at start).
+func runAgent(ctx context.Context, env *runEnv, cfg *agentConfig, extra func(*dataPlane, prometheus.Registerer) (agentPart, error)) error {
 	log := env.logger
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -331,6 +362,13 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 	dp, err := newDataPlane(cfg, src, log, reg)
 	if err != nil {
 		return err
+	}
+	var part agentPart
+	if extra != nil {
+		if part, err = extra(dp, reg); err != nil {
+			dp.close()
+			return err
+		}
 	}
 	ready := func() error {
 		if err := src.Ready(); err != nil {
@@ -378,6 +416,9 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 			g.Go(func() error { return wl.Run(gctx) })
 		}
 		g.Go(func() error { return dp.Run(gctx) })
+		if part != nil {
+			g.Go(func() error { return part.Run(gctx) })
+		}
 		return src.Run(gctx)
 	})
 	err = g.Wait()
@@ -492,4 +533,17 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// validLabel accepts a short label value: letters, digits, '.', '_', '-'.
+func validLabel(v string) bool {
+	if len(v) == 0 || len(v) > 63 {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -17,8 +17,10 @@ import (
 // registryDBFile is the embedded registry store inside the CA directory.
 const registryDBFile = "registry.db"
 
-// runningStore is a registry store and its background loop (lease sweeping
-// for the embedded store; lease keep-alives and compaction for etcd).
+// runningStore is a registry store and its background loop: lease sweeping
+// for the embedded store; for etcd, whose leases expire on their own, Run
+// only waits for ctx (etcd's history is compacted by etcd itself: run it
+// with --auto-compaction-retention).
 type runningStore interface {
 	registry.Store
 	Run(ctx context.Context) error

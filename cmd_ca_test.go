@@ -87,12 +87,20 @@ func TestCACommands(t *testing.T) {
 		t.Fatal("init encrypted dir")
 	}
 	fresh := filepath.Join(t.TempDir(), "new")
+	unreadable := filepath.Join(t.TempDir(), "ca")
+	if code := run(context.Background(), []string{"ca", "init", "--dir", unreadable, "--trust-domain", "example.org"}, env); code != 0 {
+		t.Fatal("init unreadable dir")
+	}
+	if err := os.Chmod(filepath.Join(unreadable, ca.IntermediateKeyFile), 0); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
-		name    string
-		args    []string
-		dir     string // must be unchanged afterwards
-		wantErr string
+		name        string
+		args        []string
+		dir         string // must be unchanged afterwards
+		wantErr     string
+		needNonRoot bool // root reads any file
 	}{
 		{name: "init bad trust domain", args: []string{"ca", "init", "--dir", fresh, "--trust-domain", "example.org/x"}, dir: fresh,
 			wantErr: `trust domain "example.org/x" must be a bare name like example.org`},
@@ -117,6 +125,8 @@ func TestCACommands(t *testing.T) {
 			wantErr: "does not exist; run `meshguard ca init"},
 		{name: "serve unreadable key", args: []string{"ca", "serve", "--dir", corrupt, "--listen", "127.0.0.1:0"}, dir: corrupt,
 			wantErr: "read key " + filepath.Join(corrupt, ca.IntermediateKeyFile)},
+		{name: "serve key without read permission", args: []string{"ca", "serve", "--dir", unreadable, "--listen", "127.0.0.1:0"}, dir: unreadable,
+			wantErr: "permission denied", needNonRoot: true},
 		{name: "serve encrypted without password", args: []string{"ca", "serve", "--dir", encrypted, "--listen", "127.0.0.1:0"}, dir: encrypted,
 			wantErr: "the CA keys are encrypted; give --password-file"},
 		{name: "serve bad store", args: []string{"ca", "serve", "--dir", caDir, "--store", "redis://x"}, dir: caDir,
@@ -128,6 +138,9 @@ func TestCACommands(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.needNonRoot && os.Geteuid() == 0 {
+				t.Skip("running as root: file permissions do not stop reads (the corrupt-key case covers unreadable keys)")
+			}
 			before := dirState(t, tc.dir)
 			env, out, errb := testEnv(nil)
 			if code := run(context.Background(), tc.args, env); code != 2 {

@@ -359,6 +359,7 @@ func TestRekeyAndRenew(t *testing.T) {
 		client   *http.Client
 		path     string
 		csrKey   crypto.Signer
+		huge     bool
 		wantCode int
 		wantMsg  string
 	}{
@@ -367,12 +368,16 @@ func TestRekeyAndRenew(t *testing.T) {
 		{name: "rekey with the same key", client: client2, path: "/1.0/rekey", csrKey: newKey2, wantCode: 400, wantMsg: "rekey needs a new key; the CSR carries the current one"},
 		{name: "rekey to a weak key", client: client2, path: "/1.0/rekey", csrKey: weak, wantCode: 400, wantMsg: "CSR key: RSA key of 1024 bits is too weak"},
 		{name: "rekey without CSR", client: client2, path: "/1.0/rekey", wantCode: 400, wantMsg: "csr: want exactly one PEM CERTIFICATE REQUEST"},
+		{name: "rekey with a huge body", client: client2, path: "/1.0/rekey", huge: true, wantCode: 413, wantMsg: "read request body: http: request body too large"},
 	}
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
 			body := map[string]string{}
 			if tc.csrKey != nil {
 				body["csr"] = newCSR(t, tc.csrKey, "")
+			}
+			if tc.huge {
+				body["csr"] = strings.Repeat("A", maxRequestBody)
 			}
 			code, resp, raw := post(t, tc.client, r.url+tc.path, body)
 			if code != tc.wantCode || !strings.HasPrefix(resp.Message, tc.wantMsg) {

@@ -53,7 +53,7 @@ func TestIdentityRotationThroughWorkloadAPI(t *testing.T) {
 	// off the command line.
 	start(t, "agent", []string{"MESHGUARD_TOKEN=" + strings.TrimSpace(tok)},
 		"agent", "--ca", "https://"+caAddr, "--ca-fingerprint", fp, "--service", "web",
-		"--data-dir", filepath.Join(t.TempDir(), "data"), "--workload-socket", sock, "--admin", adminAddr)
+		"--data-dir", filepath.Join(t.TempDir(), "data"), "--workload-socket", sock, "--admin", adminAddr, "--inbound", freeAddr(t), "--outbound", freeAddr(t))
 
 	readyz := func() (int, error) {
 		resp, err := http.Get("http://" + adminAddr + "/readyz")
