@@ -351,11 +351,18 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
 	input := e.keys.astValue(in)
+	// The deadline reaches the interpreter through an external Cancel
+	// fired by context.AfterFunc: left to itself, rego would start a
+	// goroutine per evaluation to watch ctx.
+	stopper := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, stopper.Cancel)
+	defer stop()
 	// OPA's per-evaluation metrics are not read: the no-op sink saves
 	// their allocations on every request.
 	noMetrics := rego.EvalMetrics(metrics.NoOp())
+	deadline := rego.EvalExternalCancel(stopper)
 	if tracer != nil {
-		rs, err := set.explain.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), rego.EvalQueryTracer(tracer))
+		rs, err := set.explain.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), rego.EvalQueryTracer(tracer), deadline)
 		if err != nil {
 			return false, nil, e.evalError(ctx, err)
 		}
@@ -364,7 +371,7 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 		}
 		return decisionValue(rs[0].Bindings["allow"], true, rs[0].Bindings["reasons"])
 	}
-	rs, err := set.allow.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics)
+	rs, err := set.allow.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics, deadline)
 	if err != nil {
 		return false, nil, e.evalError(ctx, e.locate(ctx, set, input, now, err))
 	}
@@ -375,7 +382,7 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 	if b, ok := allow.(bool); !ok || b {
 		return decisionValue(allow, true, nil)
 	}
-	rs, err = set.reasons.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics)
+	rs, err = set.reasons.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics, deadline)
 	if err != nil {
 		return false, nil, e.evalError(ctx, e.locate(ctx, set, input, now, err))
 	}
