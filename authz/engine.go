@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
@@ -198,9 +199,18 @@ func (e *Engine) Reload(ctx context.Context) error {
 	defer e.reloadMu.Unlock()
 	files, rev, err := readPolicyDir(e.cfg.Dir)
 	if err != nil {
+		// An unreadable directory is refused once per distinct error, not
+		// counted and logged on every poll while it lasts.
+		if e.failedRev == "" && e.failedErr != nil && e.failedErr.Error() == err.Error() {
+			return fmt.Errorf("%w: %w", errAlreadyRefused, err)
+		}
 		return e.refuse("", err)
 	}
 	if cur := e.current.Load(); cur != nil && cur.revision == rev {
+		// Back to the revision in force (a bad edit reverted): nothing
+		// to load, nothing refused any more.
+		e.failedRev, e.failedErr = "", nil
+		e.refusal.Store(nil)
 		return nil
 	}
 	if rev == e.failedRev {
@@ -320,7 +330,9 @@ func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now 
 	allow, reasons, err := e.eval(ctx, set, in, now, tracer)
 	e.metrics.evalDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return false, []string{"policy error: " + err.Error()}, false, true
+		// Error messages quote values (a built-in's bad argument may be a
+		// header): they are redacted like reasons.
+		return false, redactReasons([]string{"policy error: " + err.Error()}, in.Request.Headers), false, true
 	}
 	reasons = redactReasons(reasons, in.Request.Headers)
 	if useCache {
@@ -339,8 +351,18 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
 	input := e.keys.astValue(in)
+	// The deadline reaches the interpreter through an external Cancel
+	// fired by context.AfterFunc: left to itself, rego would start a
+	// goroutine per evaluation to watch ctx.
+	stopper := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, stopper.Cancel)
+	defer stop()
+	// OPA's per-evaluation metrics are not read: the no-op sink saves
+	// their allocations on every request.
+	noMetrics := rego.EvalMetrics(metrics.NoOp())
+	deadline := rego.EvalExternalCancel(stopper)
 	if tracer != nil {
-		rs, err := set.explain.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), rego.EvalQueryTracer(tracer))
+		rs, err := set.explain.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), rego.EvalQueryTracer(tracer), deadline)
 		if err != nil {
 			return false, nil, e.evalError(ctx, err)
 		}
@@ -349,7 +371,7 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 		}
 		return decisionValue(rs[0].Bindings["allow"], true, rs[0].Bindings["reasons"])
 	}
-	rs, err := set.allow.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now))
+	rs, err := set.allow.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics, deadline)
 	if err != nil {
 		return false, nil, e.evalError(ctx, e.locate(ctx, set, input, now, err))
 	}
@@ -360,7 +382,7 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 	if b, ok := allow.(bool); !ok || b {
 		return decisionValue(allow, true, nil)
 	}
-	rs, err = set.reasons.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now))
+	rs, err = set.reasons.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics, deadline)
 	if err != nil {
 		return false, nil, e.evalError(ctx, e.locate(ctx, set, input, now, err))
 	}

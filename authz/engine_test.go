@@ -424,6 +424,7 @@ allow if {
 reasons contains sprintf("%s may not %s", [input.source.service, input.request.method]) if not allow
 `,
 	})
+	defer os.RemoveAll(dir)
 	e, err := New(Config{Dir: dir})
 	if err != nil {
 		fmt.Println(err)
@@ -548,5 +549,39 @@ func TestOpenAuditLog(t *testing.T) {
 	}
 	if _, _, err := OpenAuditLog(t.TempDir()+"/missing/audit.log", &stderr); err == nil || !strings.HasPrefix(err.Error(), "opening audit log: ") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestReloadMissingDirectory: a directory that disappears (a ConfigMap
+// being swapped, an unmounted volume) keeps the last good revision and is
+// counted once, not on every poll.
+func TestReloadMissingDirectory(t *testing.T) {
+	parent := t.TempDir()
+	dir := parent + "/policies"
+	writePolicy(t, dir, map[string]string{"p.rego": pkg + "allow := true\n"})
+	e, reg, _ := testEngine(t, dir, Config{})
+	good := e.Revision()
+	if err := os.Rename(dir, parent+"/gone"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := e.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "reading policy directory") {
+			t.Fatalf("Reload() = %v", err)
+		}
+	}
+	if got := metricValue(t, reg, "meshguard_policy_reloads_total", "result", "error"); got != 1 {
+		t.Errorf("reloads{error} = %v, want 1", got)
+	}
+	if e.Revision() != good || !e.Decide(context.Background(), webInput()).Allow {
+		t.Fatal("last good revision lost")
+	}
+	if err := os.Rename(parent+"/gone", dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reload(context.Background()); err != nil || e.Revision() != good {
+		t.Fatalf("back: %v, revision %s", err, e.Revision())
+	}
+	if st := e.Status(); st.Error != "" {
+		t.Errorf("status still reports %q", st.Error)
 	}
 }

@@ -58,8 +58,8 @@ func (k *inputKeys) astValue(in *Input) ast.Value {
 		[2]*ast.Term{k.request, ast.NewTerm(ast.NewObject(
 			[2]*ast.Term{k.method, k.str(in.Request.Method)},
 			[2]*ast.Term{k.path, ast.StringTerm(in.Request.Path)},
-			[2]*ast.Term{k.query, ast.NewTerm(queryObject(in.Request.Query))},
-			[2]*ast.Term{k.headers, ast.NewTerm(k.headerObject(in.Request.Headers))},
+			[2]*ast.Term{k.query, queryTerm(in.Request.Query)},
+			[2]*ast.Term{k.headers, k.headerTerm(in.Request.Headers)},
 			[2]*ast.Term{k.host, k.str(in.Request.Host)},
 			[2]*ast.Term{k.protocol, k.str(in.Request.Protocol)},
 		))},
@@ -94,12 +94,17 @@ func (k *inputKeys) str(s string) *ast.Term {
 	return k.strings.put(s, ast.StringTerm(s))
 }
 
-func (k *inputKeys) headerObject(h map[string]string) ast.Object {
+// headerTerm and queryTerm share OPA's interned empty object for the
+// common empty case.
+func (k *inputKeys) headerTerm(h map[string]string) *ast.Term {
+	if len(h) == 0 {
+		return ast.InternedEmptyObject
+	}
 	obj := ast.NewObjectWithCapacity(len(h))
 	for name, v := range h {
 		obj.Insert(k.str(name), ast.StringTerm(v))
 	}
-	return obj
+	return ast.NewTerm(obj)
 }
 
 // internTable is a bounded, copy-on-write map: lookups are one atomic load
@@ -148,7 +153,10 @@ func ptrMap[K comparable](m *map[K]*ast.Term) map[K]*ast.Term {
 	return *m
 }
 
-func queryObject(q map[string][]string) ast.Object {
+func queryTerm(q map[string][]string) *ast.Term {
+	if len(q) == 0 {
+		return ast.InternedEmptyObject
+	}
 	obj := ast.NewObjectWithCapacity(len(q))
 	for k, vs := range q {
 		terms := make([]*ast.Term, len(vs))
@@ -157,7 +165,7 @@ func queryObject(q map[string][]string) ast.Object {
 		}
 		obj.Insert(ast.StringTerm(k), ast.ArrayTerm(terms...))
 	}
-	return obj
+	return ast.NewTerm(obj)
 }
 
 // cacheKey is a canonical, unambiguous encoding of the whole input: every
