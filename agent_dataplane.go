@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,18 +35,18 @@ const deregisterTimeout = 5 * time.Second
 // outbound listeners, the policy engine and its audit sink, and the registry
 // client (registration of this agent, watch of the others).
 type dataPlane struct {
-	cfg      *agentConfig
-	log      *slog.Logger
-	src      agentIdentity
-	engine   *authz.Engine // nil without --policy
-	auditor  *authz.Auditor
-	auditOut io.Closer
-	inbound  *proxy.Inbound
-	outbound *proxy.Outbound
-	peers    *meshPeers
-	inLn     net.Listener // bound at start; served once the agent has its SVID
-	outLn    net.Listener
-	metrics  *proxy.Metrics
+	cfg        *agentConfig
+	log        *slog.Logger
+	src        agentIdentity
+	engine     *authz.Engine // nil without --policy
+	auditor    *authz.Auditor
+	closeAudit func() error
+	inbound    *proxy.Inbound
+	outbound   *proxy.Outbound
+	peers      *meshPeers
+	inLn       net.Listener // bound at start; served once the agent has its SVID
+	outLn      net.Listener
+	metrics    *proxy.Metrics
 	// authorizer decides inbound requests: the engine, or denyAll.
 	authorizer proxy.Authorizer
 	serving    chan struct{}       // closed once the inbound and outbound proxies exist
@@ -66,14 +65,11 @@ func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg pro
 		}
 	}()
 
-	var auditW io.Writer = os.Stderr
-	if cfg.auditLog != "" {
-		f, err := os.OpenFile(cfg.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, usagef("agent: --audit-log %s: %v", cfg.auditLog, err)
-		}
-		auditW, d.auditOut = f, f
+	auditW, closeAudit, err := authz.OpenAuditLog(cfg.auditLog, os.Stderr)
+	if err != nil {
+		return nil, usagef("agent: --audit-log %s: %v", cfg.auditLog, err)
 	}
+	d.closeAudit = closeAudit
 	d.auditor = authz.NewAuditor(auditW, authz.AuditConfig{AllowedRate: cfg.auditAllowed, Registerer: reg, Logger: log})
 
 	var authorizer proxy.Authorizer
@@ -309,9 +305,9 @@ func (d *dataPlane) close() {
 			ln.Close()
 		}
 	}
-	if d.auditOut != nil {
-		d.auditOut.Close()
-		d.auditOut = nil
+	if d.closeAudit != nil {
+		_ = d.closeAudit()
+		d.closeAudit = nil
 	}
 }
 
