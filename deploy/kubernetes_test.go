@@ -233,3 +233,35 @@ func TestKubernetesContainersAreHardened(t *testing.T) {
 		}
 	}
 }
+
+// TestKubernetesPolicyMatchesShippedRules: the policy ConfigMap carries the
+// shipped .rego files verbatim (rules and their tests), so a cluster runs
+// exactly the rules this repository tests.
+func TestKubernetesPolicyMatchesShippedRules(t *testing.T) {
+	objs := loadKubernetes(t)
+	cm, ok := objs.configMaps["meshguard-policy"]
+	if !ok {
+		t.Fatal("no meshguard-policy ConfigMap")
+	}
+	files, err := filepath.Glob(filepath.Join("..", "policies", "*.rego"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no shipped policies: %v", err)
+	}
+	for _, f := range files {
+		want, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := cm.Data[filepath.Base(f)]
+		if !ok {
+			t.Errorf("the ConfigMap lacks %s", filepath.Base(f))
+			continue
+		}
+		if strings.TrimRight(got, "\n") != strings.TrimRight(string(want), "\n") {
+			t.Errorf("the ConfigMap's %s differs from policies/%s: copy it again", filepath.Base(f), filepath.Base(f))
+		}
+	}
+	if _, ok := cm.Data["data.json"]; !ok {
+		t.Error("the ConfigMap has no data.json (the allow-list)")
+	}
+}
