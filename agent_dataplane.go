@@ -91,11 +91,7 @@ func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg pro
 	if err != nil {
 		return nil, fmt.Errorf("agent: proxy metrics: %w", err)
 	}
-	var static []proxy.Endpoint
-	for _, p := range cfg.peers {
-		static = append(static, proxy.Endpoint{Service: p.Service, ID: p.ID, Addr: p.Addr})
-	}
-	d.peers, err = newMeshPeers(static)
+	d.peers, err = newMeshPeers(cfg.peers)
 	if err != nil {
 		return nil, usagef("agent: --peer: %v", err)
 	}

@@ -21,6 +21,8 @@ import (
 	"github.com/meshguard/meshguard/identity/workload"
 	"github.com/meshguard/meshguard/internal/admin"
 	"github.com/meshguard/meshguard/internal/logkey"
+	"github.com/meshguard/meshguard/proxy"
+	"github.com/meshguard/meshguard/registry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -59,9 +61,9 @@ type agentConfig struct {
 	advertise      string
 	outbound       string
 	routes         []string
-	version        string // canary: published as the "version" label
-	weight         int    // canary: share of the service's traffic (1..1000; 0 = registry default)
-	peers          []staticPeer
+	version        string           // canary: published as the "version" label
+	weight         int              // canary: share of the service's traffic (1..1000; 0 = registry default)
+	peers          []proxy.Endpoint // --peer SERVICE=SPIFFE_ID@HOST:PORT
 	policyDir      string
 	dryRun         bool
 	auditLog       string
@@ -69,13 +71,6 @@ type agentConfig struct {
 	decisionCache  int
 	policyTimeout  time.Duration
 	requestTimeout time.Duration
-}
-
-// staticPeer is one --peer SERVICE=SPIFFE_ID@HOST:PORT.
-type staticPeer struct {
-	Service string
-	ID      spiffeid.ID
-	Addr    string
 }
 
 // maxSocketPath is the longest unix socket path the kernel accepts.
@@ -218,12 +213,14 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 		}
 	}
 	for _, r := range c.routes {
-		if !strings.HasPrefix(r, "/") || strings.ContainsAny(r, "?# \t\\") || strings.Contains(r, "%") {
-			return nil, usagef("%s: --route %q: want a path prefix starting with / (no query, fragment, spaces, backslashes or escapes)", n, r)
+		// The registry's own rule, so an agent never starts with a route
+		// the registry would refuse.
+		if err := registry.ValidateRoute(r); err != nil {
+			return nil, usagef("%s: --route %q: %v", n, r, err)
 		}
 	}
 	for _, p := range peers {
-		sp, err := parsePeer(p)
+		sp, err := proxy.ParsePeer(p)
 		if err != nil {
 			return nil, usagef("%s: --peer %q: %v (want SERVICE=SPIFFE_ID@HOST:PORT)", n, p, err)
 		}
@@ -266,33 +263,6 @@ func checkHostPort(addr string, allowZeroPort bool) error {
 		return fmt.Errorf("port %q is not a valid port number", port)
 	}
 	return nil
-}
-
-// parsePeer parses SERVICE=SPIFFE_ID@HOST:PORT.
-func parsePeer(s string) (staticPeer, error) {
-	svc, rest, ok := strings.Cut(s, "=")
-	if !ok {
-		return staticPeer{}, errors.New("missing '='")
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return staticPeer{}, errors.New("missing '@'")
-	}
-	if err := spiffeid.ValidatePathSegment(svc); err != nil || svc == "" {
-		return staticPeer{}, fmt.Errorf("service %q is not a valid name", svc)
-	}
-	id, err := spiffeid.FromString(rest[:at])
-	if err != nil {
-		return staticPeer{}, fmt.Errorf("SPIFFE ID %q: %v", rest[:at], err)
-	}
-	if id.Path() == "" {
-		return staticPeer{}, fmt.Errorf("SPIFFE ID %q names a trust domain, not a workload", id)
-	}
-	addr := rest[at+1:]
-	if err := checkHostPort(addr, false); err != nil {
-		return staticPeer{}, fmt.Errorf("address %q: %v", addr, err)
-	}
-	return staticPeer{Service: svc, ID: id, Addr: addr}, nil
 }
 
 // agentIdentity is what the agent needs from an identity source; both

@@ -68,7 +68,11 @@ func run(ctx context.Context, args []string, env *runEnv) int {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case isUsage(err):
-		fmt.Fprintf(env.stderr, "meshguard: %v\n", err)
+		if msg := err.Error(); strings.HasPrefix(msg, "meshguard ") {
+			fmt.Fprintln(env.stderr, msg) // already names the command
+		} else {
+			fmt.Fprintf(env.stderr, "meshguard: %s\n", msg)
+		}
 		return 2
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		return 0

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -32,7 +34,7 @@ func (u *upstream) count() int {
 	return len(u.reqs)
 }
 
-func newTestHandler(t *testing.T, expose, rewrites, rates, bursts []string, clock *fakeClock) (*Handler, *upstream, *Metrics) {
+func newTestHandler(t *testing.T, expose, rewrites, rates, bursts []string, clock *clock.Fake) (*Handler, *upstream, *Metrics) {
 	t.Helper()
 	e, err := NewExposure(expose, rewrites)
 	if err != nil {
@@ -184,7 +186,7 @@ func TestEdgePerPrefixLimitsAndAPIKey(t *testing.T) {
 	if w := do(h, "GET", "/users/1", "192.0.2.1:1", key); w.Code != 200 {
 		t.Fatalf("/users has its own (global) bucket: %d", w.Code)
 	}
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	if w := do(h, "GET", "/search?q=c", "192.0.2.1:1", key); w.Code != 200 {
 		t.Fatalf("after a second: %d", w.Code)
 	}

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"fmt"
 	"strings"
 	"sync"
@@ -8,23 +10,8 @@ import (
 	"time"
 )
 
-// fakeClock is a manually advanced clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+// newFakeClock is a manually advanced clock at a fixed start.
+func newFakeClock() *clock.Fake { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
 
 func TestParseRate(t *testing.T) {
 	tests := []struct {
@@ -85,7 +72,7 @@ func TestLimiterNginxBurst(t *testing.T) {
 		t.Fatal("another client was limited")
 	}
 	// At 10/s, a tenth of a second frees one request, and only one.
-	clock.Add(100 * time.Millisecond)
+	clock.Advance(100 * time.Millisecond)
 	if ok, _ := l.Allow("198.51.100.7"); !ok {
 		t.Fatal("not admitted after the bucket drained by one")
 	}
@@ -105,7 +92,7 @@ func TestLimiterRefusalsDoNotConsume(t *testing.T) {
 			t.Fatalf("request %d admitted within the same second", i)
 		}
 	}
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	if ok, _ := l.Allow("k"); !ok {
 		t.Fatal("refused requests were counted: the key is still limited after a full period")
 	}
@@ -116,7 +103,7 @@ func TestLimiterClockGoingBack(t *testing.T) {
 	l, _ := NewLimiter(Rate{PerSecond: 1, Burst: 1}, 10, clock.Now)
 	l.Allow("k")
 	l.Allow("k")
-	clock.Add(-time.Hour)
+	clock.Advance(-time.Hour)
 	if ok, _ := l.Allow("k"); ok {
 		t.Fatal("a clock going back drained the bucket")
 	}
