@@ -90,6 +90,27 @@ func TestKilledAgentFailover(t *testing.T) {
 		t.Fatalf("%d of %d idempotent requests failed after killing one endpoint; first: %q", failed.Load(), sent.Load(), failures)
 	}
 	t.Logf("%d requests, 0 failed; the dead entry left the registry %s after the kill", sent.Load(), time.Since(killed).Round(time.Second))
+
+	// The CA stops, then web restarts: with no registry to ask, it routes
+	// from the snapshot it persisted in its data dir (and its SVID from
+	// there too: the join token is spent).
+	if err := m.ca.stop(10 * time.Second); err != nil {
+		t.Logf("ca serve exit: %v", err)
+	}
+	if err := web.proc.stop(20 * time.Second); err != nil {
+		t.Fatalf("web agent did not stop cleanly: %v", err)
+	}
+	web.proc = start(t, "web-agent-restarted", nil, web.proc.cmd.Args[1:]...)
+	eventually(t, 30*time.Second, "the restarted web routes to users without the CA", func() error {
+		if web.proc.exited() {
+			t.Fatalf("restarted web agent exited: %v\n%s", web.proc.err, web.proc.stderr())
+		}
+		code, body, err := m.call(client, web, "GET", "users", "/users/1")
+		if err != nil || code != 200 {
+			return fmt.Errorf("%d %v %s", code, err, body)
+		}
+		return nil
+	})
 }
 
 // endpointCount is the number of registry entries of service.
