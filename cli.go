@@ -25,6 +25,10 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
+// errHelp is returned when -h or --help was asked for: exit 0, nothing more
+// to print.
+var errHelp = errors.New("help requested")
+
 // isUsage reports whether err (or anything it wraps) is a usage error.
 func isUsage(err error) bool {
 	var u *usageError
@@ -62,7 +66,7 @@ func newFlagSet(name string, env *runEnv) *flag.FlagSet {
 func parseFlags(fs *flag.FlagSet, args []string, env *runEnv, maxArgs int) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return usagef("%s: help requested", fs.Name())
+			return errHelp // the flag package has printed the usage
 		}
 		return usagef("%s: %v", fs.Name(), err)
 	}

@@ -35,6 +35,7 @@ func TestRunExitCodes(t *testing.T) {
 		{name: "demo-app without name", args: []string{"demo-app"}, wantCode: 2, wantErr: "--name is required (or set MESHGUARD_NAME)"},
 		{name: "demo-app bad listen", args: []string{"demo-app", "--name", "x", "--listen", "nope"}, wantCode: 2, wantErr: "--listen nope"},
 		{name: "help", args: []string{"help"}, wantCode: 0, wantErr: "commands:"},
+		{name: "subcommand help", args: []string{"version", "--help"}, wantCode: 0, wantErr: "Usage of meshguard version"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -17,9 +14,10 @@ func TestDeployModule(t *testing.T) {
 	if testing.Short() {
 		t.Skip("deploy module tests skipped in -short mode")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
+	// go test puts GOROOT/bin first on PATH, so this is the go running us.
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("finding the go command: %v", err)
 	}
 	cmd := exec.Command(goBin, "test", "-count=1", "./...")
 	cmd.Dir = "deploy"

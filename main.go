@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, env *runEnv) int {
 	}
 	err := cmd.run(ctx, env, rest)
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case isUsage(err):
 		fmt.Fprintf(env.stderr, "meshguard: %v\n", err)

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,7 +32,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "meshguard")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test puts GOROOT/bin first on PATH, so this is the go running us.
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: finding the go command:", err)
+		os.Exit(1)
+	}
 	build := exec.Command(goBin, "build", "-o", binary, ".")
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {

@@ -6,13 +6,13 @@ import data.meshguard.authz
 # endpoints, which only ops may reach.
 test_deny_overrides_grant if {
 	r := req("admin", "users", "GET", "/admin/keys")
-	not authz.allow with input as r
-	authz.reasons == {"admin endpoints are reserved for the ops service"} with input as r
+	not allowed(r)
+	reasons_of(r) == {"admin endpoints are reserved for the ops service"}
 }
 
 test_deny_exception_by_spiffe_id if {
 	list := {"users": {"ops": [{"methods": ["*"], "paths": ["/**"]}]}}
-	authz.allow with input as req("ops", "users", "GET", "/admin/keys") with data.meshguard.allowlist as list
+	authz.allow with input as req("ops", "users", "GET", "/admin/keys") with data.meshguard.allowlist as list with data.meshguard.deny as fixture_deny
 }
 
 test_deny_exception_by_service_name if {
@@ -30,24 +30,24 @@ test_deny_exception_by_service_name_needs_same_trust_domain if {
 
 test_deny_by_method_any_path if {
 	r := req("admin", "users", "TRACE", "/users/42")
-	not authz.allow with input as r
-	authz.reasons == {"TRACE and CONNECT are never allowed through the mesh"} with input as r
+	not allowed(r)
+	reasons_of(r) == {"TRACE and CONNECT are never allowed through the mesh"}
 }
 
 test_deny_by_path_any_method if {
 	r := req("admin", "users", "GET", "/internal/debug")
-	not authz.allow with input as r
-	authz.reasons == {"internal endpoints are not reachable through the mesh"} with input as r
+	not allowed(r)
+	reasons_of(r) == {"internal endpoints are not reachable through the mesh"}
 }
 
 # Several overrides and a missing grant all show up in reasons.
 test_all_reasons_reported if {
 	r := req("web", "users", "TRACE", "/internal/x")
-	authz.reasons == {
+	reasons_of(r) == {
 		"TRACE and CONNECT are never allowed through the mesh",
 		"internal endpoints are not reachable through the mesh",
 		`no grant lets spiffe://example.org/svc/web call TRACE /internal/x on service "users"`,
-	} with input as r
+	}
 }
 
 test_no_deny_rules_no_override if {

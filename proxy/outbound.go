@@ -438,10 +438,7 @@ func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		lastErr = err
-		if req.Context().Err() != nil || attempt >= o.cfg.MaxRetries || !idempotent(req.Method) {
-			return nil, err
-		}
-		if touched && (!notSent(err) || (req.Body != nil && req.Body != http.NoBody)) {
+		if req.Context().Err() != nil || attempt >= o.cfg.MaxRetries || !retryable(req, touched, err) {
 			return nil, err
 		}
 		if !b.withdraw(o.cfg.Now()) {
@@ -449,6 +446,24 @@ func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		o.log.Debug("retrying", logkey.Service, svc, logkey.Attempt, attempt+1, logkey.Error, err.Error())
 	}
+}
+
+// retryable says whether a request that failed with a transport error (no
+// response was received) may be sent again, to another endpoint. Only
+// idempotent methods are retried (RFC 9110 §9.2.2). One that never reached
+// a connection always may be; one that may have reached the peer (a
+// connection that broke mid-flight, e.g. the peer was killed) only when it
+// has no body to replay, or when the failure proves it was never sent. An
+// HTTP response, even a 5xx, is never retried here.
+func retryable(req *http.Request, touched bool, err error) bool {
+	if !idempotent(req.Method) {
+		return false
+	}
+	if !touched {
+		return true
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	return !hasBody || notSent(err)
 }
 
 func idempotent(method string) bool {
