@@ -102,6 +102,10 @@ func (s *h1Scanner) onLine(line []byte) {
 			if len(line) == 0 {
 				return // tolerate blank lines between requests
 			}
+			if bytes.HasPrefix(line, []byte("PRI * HTTP/2")) {
+				s.lose() // h2c prior knowledge: HTTP/2 requests never ask
+				return
+			}
 			s.started = true
 			return
 		}
@@ -180,10 +184,20 @@ func asciiEqualFold(b []byte, s string) bool {
 	return true
 }
 
+// maxVerdicts bounds the queue of verdicts not yet asked for (pipelined
+// requests read ahead of the handler); past it the scanner gives up.
+const maxVerdicts = 256
+
 func (s *h1Scanner) push(refuse bool) {
 	s.mu.Lock()
-	s.verdicts = append(s.verdicts, refuse)
+	full := len(s.verdicts) >= maxVerdicts
+	if !full {
+		s.verdicts = append(s.verdicts, refuse)
+	}
 	s.mu.Unlock()
+	if full {
+		s.lose()
+	}
 }
 
 func (s *h1Scanner) lose() {
