@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,20 +35,21 @@ const deregisterTimeout = 5 * time.Second
 // outbound listeners, the policy engine and its audit sink, and the registry
 // client (registration of this agent, watch of the others).
 type dataPlane struct {
-	cfg      *agentConfig
-	log      *slog.Logger
-	src      agentIdentity
-	engine   *authz.Engine // nil without --policy
-	auditor  *authz.Auditor
-	auditOut io.Closer
-	inbound  *proxy.Inbound
-	outbound *proxy.Outbound
-	peers    *meshPeers
-	inLn     net.Listener // bound at start; served once the agent has its SVID
-	outLn    net.Listener
-	metrics  *proxy.Metrics
+	cfg        *agentConfig
+	log        *slog.Logger
+	src        agentIdentity
+	engine     *authz.Engine // nil without --policy
+	auditor    *authz.Auditor
+	closeAudit func() error
+	inbound    *proxy.Inbound
+	outbound   *proxy.Outbound
+	peers      *meshPeers
+	inLn       net.Listener // bound at start; served once the agent has its SVID
+	outLn      net.Listener
+	metrics    *proxy.Metrics
 	// authorizer decides inbound requests: the engine, or denyAll.
 	authorizer proxy.Authorizer
+	serving    chan struct{}       // closed once the inbound and outbound proxies exist
 	watcher    *registry.Watcher   // nil without a registry
 	register   *registry.Registrar // nil without a registry
 	reg        prometheus.Registerer
@@ -58,26 +58,19 @@ type dataPlane struct {
 // newDataPlane builds the data plane and binds its listeners, so that a bad
 // or busy address fails at start with exit 2. Nothing is served until Run.
 func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg prometheus.Registerer) (_ *dataPlane, err error) {
-	d := &dataPlane{cfg: cfg, log: log, src: src, reg: reg}
+	d := &dataPlane{cfg: cfg, log: log, src: src, reg: reg, serving: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			d.close()
 		}
 	}()
 
-	var auditW io.Writer = os.Stderr
-	if cfg.auditLog != "" {
-		f, err := os.OpenFile(cfg.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, usagef("agent: --audit-log %s: %v", cfg.auditLog, err)
-		}
-		auditW, d.auditOut = f, f
+	auditW, closeAudit, err := authz.OpenAuditLog(cfg.auditLog, os.Stderr)
+	if err != nil {
+		return nil, usagef("agent: --audit-log %s: %v", cfg.auditLog, err)
 	}
-	allowedRate := 0.0
-	if cfg.auditAllowed {
-		allowedRate = 1
-	}
-	d.auditor = authz.NewAuditor(auditW, authz.AuditConfig{AllowedRate: allowedRate, Registerer: reg, Logger: log})
+	d.closeAudit = closeAudit
+	d.auditor = authz.NewAuditor(auditW, authz.AuditConfig{AllowedRate: cfg.auditAllowed, Registerer: reg, Logger: log})
 
 	var authorizer proxy.Authorizer
 	if cfg.policyDir != "" {
@@ -180,6 +173,7 @@ func (d *dataPlane) startRegistry() error {
 		Client: client, Logger: d.log,
 		Registration: registry.Registration{
 			Service: d.cfg.service, SPIFFEID: svid.ID.String(), Address: addr, Routes: d.cfg.routes,
+			Labels: versionLabel(d.cfg.version), Weight: d.cfg.weight,
 		},
 	})
 	if err != nil {
@@ -196,6 +190,7 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	if err := d.startListeners(); err != nil {
 		return err
 	}
+	close(d.serving)
 	if err := d.startRegistry(); err != nil {
 		return err
 	}
@@ -214,8 +209,14 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	if d.watcher != nil {
 		g.Go(func() error { return d.watcher.Run(gctx) })
 	}
+	regDone := make(chan struct{})
 	if d.register != nil {
-		g.Go(func() error { return d.register.Run(regCtx) })
+		g.Go(func() error {
+			defer close(regDone)
+			return d.register.Run(regCtx)
+		})
+	} else {
+		close(regDone)
 	}
 	d.log.Info("data plane serving", "inbound", d.inbound.Addr().String(), "outbound", d.outbound.Addr().String())
 
@@ -224,6 +225,7 @@ func (d *dataPlane) Run(ctx context.Context) error {
 	case <-gctx.Done(): // a part failed: shut the rest down the same way
 	}
 	stopRegistering()
+	<-regDone // Deregister must follow Run's end, or Run would start after it
 	if d.register != nil {
 		dctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
 		if err := d.register.Deregister(dctx); err != nil {
@@ -243,6 +245,17 @@ func (d *dataPlane) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// Outbound waits until the outbound proxy exists (the agent has its SVID)
+// and returns it; nil if ctx ends first.
+func (d *dataPlane) Outbound(ctx context.Context) *proxy.Outbound {
+	select {
+	case <-d.serving:
+		return d.outbound
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // Ready is nil when inbound requests can be decided: a policy revision is
@@ -292,9 +305,9 @@ func (d *dataPlane) close() {
 			ln.Close()
 		}
 	}
-	if d.auditOut != nil {
-		d.auditOut.Close()
-		d.auditOut = nil
+	if d.closeAudit != nil {
+		_ = d.closeAudit()
+		d.closeAudit = nil
 	}
 }
 
@@ -303,6 +316,14 @@ type denyAll struct{}
 
 func (denyAll) Authorize(_ context.Context, _ *authz.Input, _ string) authz.Decision {
 	return authz.Decision{Allow: false, Reasons: []string{"no policy configured (--policy)"}}
+}
+
+// versionLabel is the registry labels for --version.
+func versionLabel(v string) map[string]string {
+	if v == "" {
+		return nil
+	}
+	return map[string]string{"version": v}
 }
 
 // advertiseAddr is the inbound address peers dial: --advertise, or the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +40,7 @@ type agentConfig struct {
 	caURL         string
 	caFingerprint string // normalised lowercase hex
 	token         string // from --token or --token-file
+	tokenFile     string
 	service       string
 	dataDir       string
 	svidTTL       time.Duration
@@ -57,11 +59,13 @@ type agentConfig struct {
 	advertise      string
 	outbound       string
 	routes         []string
+	version        string // canary: published as the "version" label
+	weight         int    // canary: share of the service's traffic (1..1000; 0 = registry default)
 	peers          []staticPeer
 	policyDir      string
 	dryRun         bool
 	auditLog       string
-	auditAllowed   bool
+	auditAllowed   float64 // fraction of allowed requests also audited, 0..1
 	decisionCache  int
 	policyTimeout  time.Duration
 	requestTimeout time.Duration
@@ -79,15 +83,17 @@ const maxSocketPath = 107
 
 // parseAgentConfig turns flags and MESHGUARD_* variables into a checked
 // config; every problem is a usage error (exit 2) that says what to fix.
-func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, error) {
+//
+// extraFlags let a command built on the agent (edge) add its own flags to
+// the same flag set.
+func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...func(*flag.FlagSet)) (*agentConfig, error) {
 	fs := newFlagSet(name, env)
 	c := &agentConfig{}
-	var tokenFile string
 	var routes, peers stringList
 	fs.StringVar(&c.caURL, "ca", "", "meshguard CA URL, https://HOST:PORT")
 	fs.StringVar(&c.caFingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the CA root (printed by `meshguard ca init`)")
 	fs.StringVar(&c.token, "token", "", "single-use join token (`meshguard token create`); not needed while --data-dir holds a valid SVID")
-	fs.StringVar(&tokenFile, "token-file", "", "file holding the join token")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the join token")
 	fs.StringVar(&c.service, "service", "", "this workload's service name; its SPIFFE ID is spiffe://TD/svc/NAME")
 	fs.StringVar(&c.dataDir, "data-dir", "", "directory for the SVID, key, bundle and registry snapshot (0700); empty keeps them in memory")
 	fs.DurationVar(&c.svidTTL, "svid-ttl", 0, "SVID lifetime to ask the CA for at bootstrap (0: the CA's default)")
@@ -100,23 +106,37 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 	fs.StringVar(&c.advertise, "advertise", "", "HOST:PORT peers dial for the inbound listener (default: derived from --inbound)")
 	fs.StringVar(&c.outbound, "outbound", "127.0.0.1:15001", "plaintext listener for the local workload's outgoing calls")
 	fs.Var(&routes, "route", "route prefix this service owns (repeatable)")
+	fs.StringVar(&c.version, "version", "", "version label published in the registry (canary splits, e.g. v2)")
+	fs.IntVar(&c.weight, "weight", 0, "relative share of the service's traffic for this version, 1..1000 (default: the registry's, 100)")
 	fs.Var(&peers, "peer", "static peer SERVICE=SPIFFE_ID@HOST:PORT (repeatable)")
 	fs.StringVar(&c.policyDir, "policy", "", "directory of .rego policies (package meshguard.authz)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "compute and audit decisions but allow every request")
 	fs.StringVar(&c.auditLog, "audit-log", "", "audit log file (default: stderr)")
-	fs.BoolVar(&c.auditAllowed, "audit-allowed", false, "also audit allowed requests")
+	fs.Float64Var(&c.auditAllowed, "audit-allowed", 0, "fraction of allowed requests also written to the audit log, 0..1 (denials are always written)")
 	fs.IntVar(&c.decisionCache, "decision-cache", 10000, "decision cache entries (0 disables it)")
 	fs.DurationVar(&c.policyTimeout, "policy-timeout", 100*time.Millisecond, "deadline for one policy evaluation")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 15*time.Second, "per-request timeout")
+	for _, add := range extraFlags {
+		add(fs)
+	}
 	if err := parseFlags(fs, args, env, 0); err != nil {
 		return nil, err
 	}
 	c.routes, c.peers = routes, nil
 	n := fs.Name()
+	if !(c.auditAllowed >= 0 && c.auditAllowed <= 1) { // also refuses NaN
+		return nil, usagef("%s: --audit-allowed %v: want a fraction from 0 to 1, e.g. 0.01", n, c.auditAllowed)
+	}
+	if c.weight < 0 || c.weight > 1000 {
+		return nil, usagef("%s: --weight %d out of range (1..1000)", n, c.weight)
+	}
+	if c.version != "" && !validLabel(c.version) {
+		return nil, usagef("%s: --version %q: use 1 to 63 letters, digits, '.', '_' or '-'", n, c.version)
+	}
 
 	// Identity source: exactly one of the CA or an existing Workload API.
 	if c.spiffeSocket != "" {
-		for _, f := range []struct{ flag, val string }{{"ca", c.caURL}, {"ca-fingerprint", c.caFingerprint}, {"token", c.token}, {"token-file", tokenFile}} {
+		for _, f := range []struct{ flag, val string }{{"ca", c.caURL}, {"ca-fingerprint", c.caFingerprint}, {"token", c.token}, {"token-file", c.tokenFile}} {
 			if f.val != "" {
 				return nil, usagef("%s: --spiffe-socket and --%s are exclusive: take the identity from a Workload API or from the meshguard CA, not both", n, f.flag)
 			}
@@ -142,17 +162,17 @@ func parseAgentConfig(name string, env *runEnv, args []string) (*agentConfig, er
 			return nil, usagef("%s: --ca-fingerprint: %v", n, err)
 		}
 		c.caFingerprint = fp
-		if c.token != "" && tokenFile != "" {
+		if c.token != "" && c.tokenFile != "" {
 			return nil, usagef("%s: give --token or --token-file, not both", n)
 		}
-		if tokenFile != "" {
-			b, err := os.ReadFile(tokenFile)
+		if c.tokenFile != "" {
+			b, err := os.ReadFile(c.tokenFile)
 			if err != nil {
 				return nil, usagef("%s: --token-file: %v", n, err)
 			}
 			c.token = strings.TrimSpace(string(b))
 			if c.token == "" {
-				return nil, usagef("%s: --token-file %s is empty", n, tokenFile)
+				return nil, usagef("%s: --token-file %s is empty", n, c.tokenFile)
 			}
 		}
 		if strings.ContainsAny(c.token, " \t\r\n") {
@@ -314,6 +334,20 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	return runAgent(ctx, env, cfg, nil)
+}
+
+// agentPart is something a command built on the agent runs beside it (the
+// edge's public listener): built once the data plane exists, run once the
+// agent has its identity.
+type agentPart interface {
+	Run(ctx context.Context) error
+}
+
+// runAgent runs an agent with cfg; extra, if not nil, builds one more part
+// from the data plane (its listeners are bound, so a bad address still
+// fails at start).
+func runAgent(ctx context.Context, env *runEnv, cfg *agentConfig, extra func(*dataPlane, prometheus.Registerer) (agentPart, error)) error {
 	log := env.logger
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -322,12 +356,22 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 	if err != nil {
 		return usagef("agent: %v", err)
 	}
+	if fi, err := os.Stat(cfg.tokenFile); cfg.tokenFile != "" && err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the join token file is readable by other users; keep it 0600 (the token is single use, but until used it is a credential)", logkey.Path, cfg.tokenFile)
+	}
 	if cfg.spiffeSocket == "" && cfg.dataDir == "" {
 		log.Warn("no --data-dir: the SVID and key live in memory only; a restart needs a new join token")
 	}
 	dp, err := newDataPlane(cfg, src, log, reg)
 	if err != nil {
 		return err
+	}
+	var part agentPart
+	if extra != nil {
+		if part, err = extra(dp, reg); err != nil {
+			dp.close()
+			return err
+		}
 	}
 	ready := func() error {
 		if err := src.Ready(); err != nil {
@@ -375,6 +419,9 @@ func cmdAgent(ctx context.Context, env *runEnv, args []string) error {
 			g.Go(func() error { return wl.Run(gctx) })
 		}
 		g.Go(func() error { return dp.Run(gctx) })
+		if part != nil {
+			g.Go(func() error { return part.Run(gctx) })
+		}
 		return src.Run(gctx)
 	})
 	err = g.Wait()
@@ -489,4 +536,17 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// validLabel accepts a short label value: letters, digits, '.', '_', '-'.
+func validLabel(v string) bool {
+	if len(v) == 0 || len(v) > 63 {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

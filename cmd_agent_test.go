@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/ca"
+	"github.com/meshguard/meshguard/identity"
 	"github.com/meshguard/meshguard/identity/workload"
 	"github.com/meshguard/meshguard/internal/testca"
+	"github.com/meshguard/meshguard/proxy"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -47,6 +49,12 @@ func TestAgentBadFlags(t *testing.T) {
 		{name: "missing token file", args: []string{"agent", "--ca", "https://ca:8443", "--ca-fingerprint", fp, "--token-file", "/nonexistent/tok", "--service", "web"}, wantErr: "--token-file: open /nonexistent/tok"},
 		{name: "token with space", args: []string{"agent", "--ca", "https://ca:8443", "--ca-fingerprint", fp, "--token", "a b", "--service", "web"}, wantErr: "contains whitespace"},
 		{name: "no service", args: []string{"agent", "--ca", "https://ca:8443", "--ca-fingerprint", fp, "--token", "t"}, wantErr: "--service is required"},
+		{name: "weight too high", args: with("--weight", "1001"), wantErr: "--weight 1001 out of range (1..1000)"},
+		{name: "audit-allowed above 1", args: with("--audit-allowed", "1.5"), wantErr: "--audit-allowed 1.5: want a fraction from 0 to 1"},
+		{name: "audit-allowed NaN", args: with("--audit-allowed", "NaN"), wantErr: "--audit-allowed NaN"},
+		{name: "audit-allowed not a number", args: with("--audit-allowed", "yes"), wantErr: "invalid value \"yes\" for flag -audit-allowed"},
+		{name: "negative weight", args: with("--weight", "-1"), wantErr: "--weight -1 out of range"},
+		{name: "version with slash", args: with("--version", "v2/../x"), wantErr: `--version "v2/../x": use 1 to 63 letters`},
 		{name: "service with slash", args: []string{"agent", "--ca", "https://ca:8443", "--ca-fingerprint", fp, "--token", "t", "--service", "a/b"}, wantErr: `--service "a/b": must be one SPIFFE ID path segment`},
 		{name: "negative ttl", args: with("--svid-ttl", "-1m"), wantErr: "--svid-ttl -1m0s is negative"},
 		{name: "spiffe socket and ca", args: with("--spiffe-socket", "unix:///tmp/x.sock"), wantErr: "--spiffe-socket and --ca are exclusive"},
@@ -405,7 +413,15 @@ func TestAgentWithRealCA(t *testing.T) {
 	// No token and nothing persisted: exit 2 saying what to do.
 	env, _, errb := testEnv(nil)
 	if c := run(context.Background(), []string{"agent", "--ca", caURL, "--ca-fingerprint", fp, "--service", "web",
-		"--data-dir", t.TempDir(), "--admin", "127.0.0.1:0"}, env); c != 2 || !strings.Contains(errb.String(), "no valid persisted SVID and no join token") {
+		"--data-dir", t.TempDir(), "--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0"}, env); c != 2 || !strings.Contains(errb.String(), "no valid persisted SVID and no join token") {
 		t.Fatalf("exit %d, stderr:\n%s", c, errb)
 	}
 }
+
+// Both identity sources satisfy what the proxy consumes.
+var (
+	_ proxy.Source  = (*identity.CASource)(nil)
+	_ proxy.Source  = (*identity.WorkloadAPISource)(nil)
+	_ agentIdentity = (*identity.CASource)(nil)
+	_ agentIdentity = (*identity.WorkloadAPISource)(nil)
+)

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 
 	"github.com/meshguard/meshguard/ca"
 	"github.com/meshguard/meshguard/registry"
@@ -18,8 +17,10 @@ import (
 // registryDBFile is the embedded registry store inside the CA directory.
 const registryDBFile = "registry.db"
 
-// runningStore is a registry store and its background loop (lease sweeping
-// for the embedded store; lease keep-alives and compaction for etcd).
+// runningStore is a registry store and its background loop: lease sweeping
+// for the embedded store; for etcd, whose leases expire on their own, Run
+// only waits for ctx (etcd's history is compacted by etcd itself: run it
+// with --auto-compaction-retention).
 type runningStore interface {
 	registry.Store
 	Run(ctx context.Context) error
@@ -49,22 +50,6 @@ func openRegistryStore(ctx context.Context, dir, spec string) (runningStore, err
 	default:
 		return nil, usagef("ca serve: --store %q: want empty (embedded store) or etcd://HOST:PORT[,HOST:PORT...]", spec)
 	}
-}
-
-// lateHandler is an http.Handler whose target is set after the server is
-// built; until then it answers 503 with a JSON body.
-type lateHandler struct{ h atomic.Pointer[http.Handler] }
-
-func (l *lateHandler) set(h http.Handler) { l.h.Store(&h) }
-
-func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h := l.h.Load(); h != nil {
-		(*h).ServeHTTP(w, r)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = w.Write([]byte(`{"error":"registry starting"}` + "\n"))
 }
 
 // registryHandler opens the store and returns the registry API for ca serve.

@@ -238,3 +238,17 @@ func TestRedactReasons(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyErrorRedacted: an error message that quotes a credential (here
+// a built-in's argument) is redacted like a reason.
+func TestPolicyErrorRedacted(t *testing.T) {
+	dir := policyDir(t, map[string]string{"p.rego": pkg + "allow if to_number(input.request.headers.authorization) > 0\n"})
+	e, _, _ := testEngine(t, dir, Config{})
+	in := webInput()
+	in.Request.Headers = map[string]string{"authorization": "Bearer s3cr3t-t0ken"}
+	d := e.Decide(context.Background(), in)
+	want := "policy error: " + dir + `/p.rego:3: eval_builtin_error: to_number: strconv.ParseFloat: parsing "[REDACTED]": invalid syntax`
+	if d.Allow || len(d.Reasons) != 1 || d.Reasons[0] != want {
+		t.Fatalf("reasons %q, want [%q]", d.Reasons, want)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // benchInput is a typical allowed request against the shipped policy set.
@@ -21,9 +22,24 @@ func benchInput() *Input {
 	}
 }
 
+// loop runs op b.N times (b.Loop) and also reports CPU time per op.
+func loop(b *testing.B, op func()) {
+	b.ReportAllocs()
+	start, ok := processCPUTime()
+	for b.Loop() {
+		op()
+	}
+	if end, ok2 := processCPUTime(); ok && ok2 && b.N > 0 {
+		b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
 func benchEngine(b *testing.B, cacheSize int) *Engine {
 	b.Helper()
-	e, err := New(Config{Dir: "../policies", CacheSize: cacheSize, SkipTests: true})
+	// A generous deadline: on a loaded machine (or under a profiler) a
+	// single evaluation can pass 100ms, and a policy-error deny would end
+	// the benchmark.
+	e, err := New(Config{Dir: "../policies", CacheSize: cacheSize, SkipTests: true, Timeout: 10 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -39,12 +55,11 @@ func BenchmarkDecideUncached(b *testing.B) {
 	e := benchEngine(b, 0)
 	in := benchInput()
 	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
+	loop(b, func() {
 		if d := e.Decide(ctx, in); !d.Allow {
 			b.Fatalf("denied: %v", d.Reasons)
 		}
-	}
+	})
 }
 
 // BenchmarkDecideUncachedDeny is the denial path (reasons computed).
@@ -53,12 +68,11 @@ func BenchmarkDecideUncachedDeny(b *testing.B) {
 	in := benchInput()
 	in.Request.Method = "DELETE"
 	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
+	loop(b, func() {
 		if d := e.Decide(ctx, in); d.Allow {
 			b.Fatal("allowed")
 		}
-	}
+	})
 }
 
 // BenchmarkDecideCached answers the same input from the decision cache.
@@ -68,12 +82,11 @@ func BenchmarkDecideCached(b *testing.B) {
 	in := benchInput()
 	ctx := context.Background()
 	e.Decide(ctx, in)
-	b.ReportAllocs()
-	for b.Loop() {
+	loop(b, func() {
 		if d := e.Decide(ctx, in); !d.Allow || !d.Cached {
 			b.Fatalf("allow=%v cached=%v", d.Allow, d.Cached)
 		}
-	}
+	})
 }
 
 // BenchmarkDecideFloor is the same path with a one-line policy (allow :=
@@ -90,17 +103,11 @@ func BenchmarkDecideFloor(b *testing.B) {
 	}
 	in := benchInput()
 	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		e.Decide(ctx, in)
-	}
+	loop(b, func() { e.Decide(ctx, in) })
 }
 
 // BenchmarkInputConversion is the Input → ast.Value conversion alone.
 func BenchmarkInputConversion(b *testing.B) {
 	keys, in := newInputKeys(), benchInput()
-	b.ReportAllocs()
-	for b.Loop() {
-		keys.astValue(in)
-	}
+	loop(b, func() { keys.astValue(in) })
 }

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,7 +79,8 @@ type Engine struct {
 	reloadMu  sync.Mutex // serializes Reload; guards the fields below
 	failedRev string     // last revision refused, so a poll does not retry it
 	failedErr error
-	loadErr   atomic.Pointer[error] // why no policy is loaded yet, for Ready
+	loadErr   atomic.Pointer[error]  // why no policy is loaded yet, for Ready
+	refusal   atomic.Pointer[string] // why the last revision was refused, for Status (lock-free: a reload may run long)
 }
 
 // cachedDecision is a cached policy outcome, tagged with the revision that
@@ -195,9 +199,18 @@ func (e *Engine) Reload(ctx context.Context) error {
 	defer e.reloadMu.Unlock()
 	files, rev, err := readPolicyDir(e.cfg.Dir)
 	if err != nil {
+		// An unreadable directory is refused once per distinct error, not
+		// counted and logged on every poll while it lasts.
+		if e.failedRev == "" && e.failedErr != nil && e.failedErr.Error() == err.Error() {
+			return fmt.Errorf("%w: %w", errAlreadyRefused, err)
+		}
 		return e.refuse("", err)
 	}
 	if cur := e.current.Load(); cur != nil && cur.revision == rev {
+		// Back to the revision in force (a bad edit reverted): nothing
+		// to load, nothing refused any more.
+		e.failedRev, e.failedErr = "", nil
+		e.refusal.Store(nil)
 		return nil
 	}
 	if rev == e.failedRev {
@@ -207,23 +220,34 @@ func (e *Engine) Reload(ctx context.Context) error {
 	if err != nil {
 		return e.refuse(rev, fmt.Errorf("loading policy revision %s: %w", rev, err))
 	}
-	e.current.Store(set)
+	old := e.current.Swap(set)
+	if old != nil {
+		e.metrics.revision.DeleteLabelValues(old.revision)
+	}
+	e.metrics.revision.WithLabelValues(rev).Set(1)
 	if e.cache != nil {
 		e.cache.Purge()
 	}
 	e.failedRev, e.failedErr = "", nil
+	e.refusal.Store(nil)
 	e.metrics.reloads.WithLabelValues(labelReloadOK).Inc()
+	if set.partialErr != nil {
+		e.log.Warn("policy evaluated as written: partial evaluation was not possible (decisions are correct, only slower)",
+			logkey.Revision, rev, logkey.Error, set.partialErr)
+	}
 	if len(set.nondeterministic) > 0 {
 		e.log.Info("policy loaded; decision cache bypassed because the policy calls non-deterministic built-ins",
-			logkey.Revision, rev, "builtins", strings.Join(set.nondeterministic, ","))
+			logkey.Revision, rev, logkey.Builtins, strings.Join(set.nondeterministic, ","))
 	} else {
-		e.log.Info("policy loaded", logkey.Revision, rev, "files", len(set.files))
+		e.log.Info("policy loaded", logkey.Revision, rev, logkey.Files, len(set.files))
 	}
 	return nil
 }
 
 func (e *Engine) refuse(rev string, err error) error {
 	e.failedRev, e.failedErr = rev, err
+	msg := err.Error()
+	e.refusal.Store(&msg)
 	e.metrics.reloads.WithLabelValues(labelReloadFailed).Inc()
 	if e.current.Load() == nil {
 		wrapped := fmt.Errorf("%w: %w", ErrNoPolicy, err)
@@ -298,18 +322,17 @@ func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now 
 		key = in.cacheKey()
 		if c, ok := e.cache.Get(key); ok && c.revision == set.revision {
 			e.metrics.cacheHits.Inc()
-			return c.allow, c.reasons, true, false
+			// A copy: the caller owns its Decision, the cache its entry.
+			return c.allow, slices.Clone(c.reasons), true, false
 		}
 	}
-	var opts []rego.EvalOption
-	if tracer != nil {
-		opts = append(opts, rego.EvalQueryTracer(tracer))
-	}
 	start := time.Now()
-	allow, reasons, err := e.eval(ctx, set, in, now, opts...)
+	allow, reasons, err := e.eval(ctx, set, in, now, tracer)
 	e.metrics.evalDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return false, []string{"policy error: " + err.Error()}, false, true
+		// Error messages quote values (a built-in's bad argument may be a
+		// header): they are redacted like reasons.
+		return false, redactReasons([]string{"policy error: " + err.Error()}, in.Request.Headers), false, true
 	}
 	reasons = redactReasons(reasons, in.Request.Headers)
 	if useCache {
@@ -318,46 +341,107 @@ func (e *Engine) evaluate(ctx context.Context, set *compiledSet, in *Input, now 
 	return allow, reasons, false, false
 }
 
-func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time.Time, opts ...rego.EvalOption) (bool, []string, error) {
+// eval runs the allow query and, when it denies, the reasons query, both
+// under one deadline. With a tracer (Explain), the combined query over the
+// rules as written runs instead.
+func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time.Time, tracer topdown.QueryTracer) (bool, []string, error) {
 	if err := ctx.Err(); err != nil {
 		return false, nil, fmt.Errorf("evaluation cancelled: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
-	opts = append(opts, rego.EvalParsedInput(e.keys.astValue(in)), rego.EvalTime(now))
-	rs, err := set.query.Eval(ctx, opts...)
-	if err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return false, nil, fmt.Errorf("evaluation exceeded the %s policy timeout", e.cfg.Timeout)
+	input := e.keys.astValue(in)
+	// The deadline reaches the interpreter through an external Cancel
+	// fired by context.AfterFunc: left to itself, rego would start a
+	// goroutine per evaluation to watch ctx.
+	stopper := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, stopper.Cancel)
+	defer stop()
+	// OPA's per-evaluation metrics are not read: the no-op sink saves
+	// their allocations on every request.
+	noMetrics := rego.EvalMetrics(metrics.NoOp())
+	deadline := rego.EvalExternalCancel(stopper)
+	if tracer != nil {
+		rs, err := set.explain.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), rego.EvalQueryTracer(tracer), deadline)
+		if err != nil {
+			return false, nil, e.evalError(ctx, err)
 		}
-		if ctx.Err() != nil {
-			return false, nil, fmt.Errorf("evaluation cancelled: %w", ctx.Err())
+		if len(rs) != 1 {
+			return decisionValue(nil, false, nil)
 		}
-		return false, nil, err
+		return decisionValue(rs[0].Bindings["allow"], true, rs[0].Bindings["reasons"])
 	}
-	if len(rs) == 0 {
+	rs, err := set.allow.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics, deadline)
+	if err != nil {
+		return false, nil, e.evalError(ctx, e.locate(ctx, set, input, now, err))
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return decisionValue(nil, false, nil)
+	}
+	allow := rs[0].Expressions[0].Value
+	if b, ok := allow.(bool); !ok || b {
+		return decisionValue(allow, true, nil)
+	}
+	rs, err = set.reasons.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics, deadline)
+	if err != nil {
+		return false, nil, e.evalError(ctx, e.locate(ctx, set, input, now, err))
+	}
+	var reasons any
+	if len(rs) == 1 && len(rs[0].Expressions) == 1 {
+		reasons = rs[0].Expressions[0].Value
+	}
+	return decisionValue(allow, true, reasons)
+}
+
+// locate re-runs a failed evaluation on the rules as written: errors from
+// the partially evaluated queries name generated rules, the rules as written
+// give the operator a file and a line. It runs only on the error path.
+func (e *Engine) locate(ctx context.Context, set *compiledSet, input ast.Value, now time.Time, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	if _, located := set.explain.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now)); located != nil && ctx.Err() == nil {
+		return located
+	}
+	return err
+}
+
+func (e *Engine) evalError(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("evaluation exceeded the %s policy timeout", e.cfg.Timeout)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("evaluation cancelled: %w", ctx.Err())
+	}
+	return err
+}
+
+// decisionValue checks the policy's answers: allow defined and boolean;
+// reasons (when defined) a set of strings, reported only for a denial.
+func decisionValue(allow any, defined bool, reasons any) (bool, []string, error) {
+	if !defined {
 		return false, nil, errors.New(DecisionRef + " is undefined")
 	}
-	if len(rs) > 1 {
-		return false, nil, errors.New(DecisionRef + " has more than one value")
-	}
-	allow, ok := rs[0].Bindings["allow"].(bool)
+	b, ok := allow.(bool)
 	if !ok {
-		return false, nil, fmt.Errorf("%s is not a boolean (got %s)", DecisionRef, typeName(rs[0].Bindings["allow"]))
+		return false, nil, fmt.Errorf("%s is not a boolean (got %s)", DecisionRef, typeName(allow))
 	}
-	raw, _ := rs[0].Bindings["reasons"].([]any)
-	reasons := make([]string, 0, len(raw))
+	if b || reasons == nil {
+		return b, nil, nil
+	}
+	raw, ok := reasons.([]any)
+	if !ok {
+		return false, nil, fmt.Errorf("data.meshguard.authz.reasons is not a set of strings (got %s)", typeName(reasons))
+	}
+	out := make([]string, 0, len(raw))
 	for _, r := range raw {
 		s, ok := r.(string)
 		if !ok {
 			return false, nil, fmt.Errorf("data.meshguard.authz.reasons holds a non-string (%s)", typeName(r))
 		}
-		reasons = append(reasons, s)
+		out = append(out, s)
 	}
-	if allow {
-		reasons = nil // reasons say why a request is denied
-	}
-	return allow, reasons, nil
+	return false, out, nil
 }
 
 func typeName(v any) string {

@@ -1,9 +1,11 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -58,8 +60,10 @@ func TestFailClosed(t *testing.T) {
 		},
 		{
 			name: "deadline",
-			// Never finishes: 10^10 iterations with nothing materialized.
-			policy:  "allow if {\n\tsome i in numbers.range(1, 100000)\n\tsome j in numbers.range(1, 100000)\n\ti * j == -1\n}\n",
+			// 81 million iterations: far beyond 20ms on any machine. The
+			// bound depends on input so that load-time partial evaluation
+			// cannot run it.
+			policy:  "allow if {\n\tn := count(input.request.path) * 1000\n\tsome i in numbers.range(1, n)\n\tsome j in numbers.range(1, n)\n\ti * j == -1\n}\n",
 			timeout: 20 * time.Millisecond,
 			want:    "policy error: evaluation exceeded the 20ms policy timeout",
 		},
@@ -214,6 +218,12 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	}
 	if got := metricValue(t, reg, "meshguard_policy_reloads_total", "result", "success"); got != 2 {
 		t.Errorf("reloads{success} = %v, want 2", got)
+	}
+	if got := metricValue(t, reg, "meshguard_policy_revision_info", "revision", e.Revision()); got != 1 {
+		t.Errorf("revision_info{%s} = %v, want 1", e.Revision(), got)
+	}
+	if got := metricValue(t, reg, "meshguard_policy_revision_info", "revision", good); got != 0 {
+		t.Errorf("revision_info of the replaced revision = %v, want it gone", got)
 	}
 	if !strings.Contains(logs.String(), `"msg":"policy loaded"`) {
 		t.Errorf("no load logged: %s", logs)
@@ -414,6 +424,7 @@ allow if {
 reasons contains sprintf("%s may not %s", [input.source.service, input.request.method]) if not allow
 `,
 	})
+	defer os.RemoveAll(dir)
 	e, err := New(Config{Dir: dir})
 	if err != nil {
 		fmt.Println(err)
@@ -432,4 +443,145 @@ reasons contains sprintf("%s may not %s", [input.source.service, input.request.m
 	// Output:
 	// false [web may not DELETE]
 	// true []
+}
+
+// TestNondeterministicPerRequest: time.now_ns is evaluated per request at
+// the engine's clock (EvalTime), not folded in when the policy is loaded
+// and partially evaluated, and never cached.
+func TestNondeterministicPerRequest(t *testing.T) {
+	clock := newFakeClock()
+	until := clock.Now().Add(time.Second).UnixNano()
+	dir := policyDir(t, map[string]string{"p.rego": pkg + fmt.Sprintf("default allow := false\n\nallow if time.now_ns() < %d\n", until)})
+	e, _, _ := testEngine(t, dir, Config{Now: clock.Now, CacheSize: 100})
+	if d := e.Decide(context.Background(), webInput()); !d.Allow {
+		t.Fatalf("before the deadline: %+v", d)
+	}
+	clock.Advance(2 * time.Second)
+	if d := e.Decide(context.Background(), webInput()); d.Allow || d.Cached {
+		t.Fatalf("after the deadline: %+v, want an uncached deny", d)
+	}
+}
+
+// TestConcurrentDecideAndReload: decisions made while revisions swap are
+// each made whole by one revision (run with -race).
+func TestConcurrentDecideAndReload(t *testing.T) {
+	policies := []string{
+		pkg + "allow := true\n",
+		pkg + "default allow := false\n\nallow if input.request.method == \"GET\"\n",
+	}
+	dir := policyDir(t, map[string]string{"p.rego": policies[0]})
+	a := NewAuditor(&syncWriter{w: new(bytes.Buffer)}, AuditConfig{AllowedRate: 1, Buffer: 16})
+	e, _, _ := testEngine(t, dir, Config{CacheSize: 64, Audit: a})
+	stop := runAuditor(t, a)
+	defer stop()
+	revs := map[string]bool{e.Revision(): true}
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				in := webInput()
+				in.Request.Path = fmt.Sprintf("/users/%d", (i+w)%8)
+				if d := e.Authorize(context.Background(), in, ""); !d.Allow || d.Revision == "" || len(d.Reasons) != 0 {
+					errs <- fmt.Errorf("decision %+v", d)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := range 10 {
+		writePolicy(t, dir, map[string]string{"p.rego": policies[(i+1)%2] + fmt.Sprintf("\n# revision %d\n", i)})
+		if err := e.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		revs[e.Revision()] = true
+	}
+	cancel()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(revs) != 11 {
+		t.Errorf("%d revisions, want 11", len(revs))
+	}
+}
+
+func TestStatus(t *testing.T) {
+	dir := policyDir(t, map[string]string{"p.rego": pkg + "allow := true\n"})
+	e, _, _ := testEngine(t, dir, Config{CacheSize: 10, DryRun: true})
+	st := e.Status()
+	if !st.Ready || st.Revision != e.Revision() || !st.Cache || !st.DryRun || st.Error != "" || !slices.Equal(st.Files, []string{"p.rego"}) {
+		t.Fatalf("status %+v", st)
+	}
+	writePolicy(t, dir, map[string]string{"p.rego": pkg + "allow if {\n"})
+	if err := e.Reload(context.Background()); err == nil {
+		t.Fatal("bad revision loaded")
+	}
+	if st := e.Status(); !st.Ready || !strings.Contains(st.Error, "rego_parse_error") {
+		t.Fatalf("after a refused reload: %+v", st)
+	}
+	empty, _, _ := testEngine(t, t.TempDir(), Config{})
+	if st := empty.Status(); st.Ready || !strings.Contains(st.Error, "no policy loaded") {
+		t.Fatalf("no policy: %+v", st)
+	}
+}
+
+func TestOpenAuditLog(t *testing.T) {
+	var stderr bytes.Buffer
+	w, closeFn, err := OpenAuditLog("-", &stderr)
+	if err != nil || w != &stderr || closeFn() != nil {
+		t.Fatalf("stderr sink: %v %v", w, err)
+	}
+	path := t.TempDir() + "/audit.log"
+	w, closeFn, err = OpenAuditLog(path, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(w, "line")
+	if err := closeFn(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("audit log mode %v, %v; want 0600", st.Mode(), err)
+	}
+	if _, _, err := OpenAuditLog(t.TempDir()+"/missing/audit.log", &stderr); err == nil || !strings.HasPrefix(err.Error(), "opening audit log: ") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestReloadMissingDirectory: a directory that disappears (a ConfigMap
+// being swapped, an unmounted volume) keeps the last good revision and is
+// counted once, not on every poll.
+func TestReloadMissingDirectory(t *testing.T) {
+	parent := t.TempDir()
+	dir := parent + "/policies"
+	writePolicy(t, dir, map[string]string{"p.rego": pkg + "allow := true\n"})
+	e, reg, _ := testEngine(t, dir, Config{})
+	good := e.Revision()
+	if err := os.Rename(dir, parent+"/gone"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := e.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "reading policy directory") {
+			t.Fatalf("Reload() = %v", err)
+		}
+	}
+	if got := metricValue(t, reg, "meshguard_policy_reloads_total", "result", "error"); got != 1 {
+		t.Errorf("reloads{error} = %v, want 1", got)
+	}
+	if e.Revision() != good || !e.Decide(context.Background(), webInput()).Allow {
+		t.Fatal("last good revision lost")
+	}
+	if err := os.Rename(parent+"/gone", dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reload(context.Background()); err != nil || e.Revision() != good {
+		t.Fatalf("back: %v, revision %s", err, e.Revision())
+	}
+	if st := e.Status(); st.Error != "" {
+		t.Errorf("status still reports %q", st.Error)
+	}
 }

@@ -56,7 +56,7 @@ type fakeClock struct {
 }
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 22, 5, 0, 0, 0, time.UTC)}
+	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -73,14 +73,14 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // testEngine builds an engine on dir with a private registry and a log
 // buffer; cfg's Dir, Registerer, Logger and Now are filled in when empty.
-func testEngine(t *testing.T, dir string, cfg Config) (*Engine, *prometheus.Registry, *bytes.Buffer) {
+func testEngine(t *testing.T, dir string, cfg Config) (*Engine, *prometheus.Registry, *syncWriter) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	var logs bytes.Buffer
+	logs := &syncWriter{w: new(bytes.Buffer)}
 	cfg.Dir = dir
 	cfg.Registerer = reg
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, nil))
+		cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	}
 	if cfg.Now == nil {
 		cfg.Now = newFakeClock().Now
@@ -89,7 +89,7 @@ func testEngine(t *testing.T, dir string, cfg Config) (*Engine, *prometheus.Regi
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e, reg, &logs
+	return e, reg, logs
 }
 
 type syncWriter struct {
@@ -102,6 +102,16 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// String returns what was written so far; safe while writes go on.
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
+}
+
+// Bytes is String as bytes.
+func (s *syncWriter) Bytes() []byte { return []byte(s.String()) }
 
 // metricValue reads one counter (or a histogram's count) from reg; labels
 // are name=value pairs. Absent metrics read as 0.
@@ -121,6 +131,9 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...
 			}
 			if c := m.GetCounter(); c != nil {
 				return c.GetValue()
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
 			}
 			if h := m.GetHistogram(); h != nil {
 				return float64(h.GetSampleCount())

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -23,10 +24,21 @@ import (
 // DecisionRef is the rule every policy set must define.
 const DecisionRef = "data.meshguard.authz.allow"
 
-// decisionQuery is the one query prepared per revision. reasons is gathered
-// in the same evaluation so that rules shared by allow and reasons are
-// evaluated once; the comprehension makes a policy without reasons yield [].
-const decisionQuery = `allow := data.meshguard.authz.allow; reasons := [r | allow == false; some r in data.meshguard.authz.reasons]`
+// The queries prepared per revision. The request path runs allowQuery and,
+// only when it denies, reasonsQuery; both are partially evaluated at load
+// time (see compile). explainQuery answers both in one traced evaluation of
+// the rules as written, for `policy eval --explain`; the comprehension makes
+// a policy without reasons yield [].
+const (
+	allowQuery   = DecisionRef
+	reasonsQuery = "data.meshguard.authz.reasons"
+	explainQuery = `allow := data.meshguard.authz.allow; reasons := [r | allow == false; some r in data.meshguard.authz.reasons]`
+)
+
+// prepareTimeout bounds compiling, testing and partially evaluating one
+// revision: partial evaluation runs whatever the policy computes from data
+// alone, and a policy that loops there must be refused, not hang the reload.
+const prepareTimeout = 30 * time.Second
 
 // policyFile is one file of a policy directory, read into memory so that the
 // revision hash and the compiled policy are made from the same bytes.
@@ -131,9 +143,8 @@ func (e *PolicyError) Error() string {
 
 // TestFailure reports a policy revision whose _test.rego tests fail.
 type TestFailure struct {
-	Failed  []TestResult
-	Total   int
-	Summary string
+	Failed []TestResult
+	Total  int
 }
 
 func (e *TestFailure) Error() string {
@@ -151,6 +162,9 @@ type TestResult struct {
 	Pass     bool   `json:"pass"`
 	Skip     bool   `json:"skip,omitempty"`
 	Error    string `json:"error,omitempty"`
+
+	file string // for ordering by file, then line
+	row  int
 }
 
 func (r TestResult) String() string {
@@ -308,17 +322,24 @@ func mergeValues(a, b any) (any, bool) {
 // tested, prepared once. It is immutable and swapped whole.
 type compiledSet struct {
 	revision string
-	query    rego.PreparedEvalQuery
+	allow    rego.PreparedEvalQuery
+	reasons  rego.PreparedEvalQuery
+	explain  rego.PreparedEvalQuery
 	// nondeterministic lists the non-deterministic built-ins the policy
 	// calls; when it is non-empty, decisions are never cached.
 	nondeterministic []string
-	files            []string
+	// partialErr says why partial evaluation was not possible (the
+	// queries concerned are then evaluated on the rules as written).
+	partialErr error
+	files      []string
 }
 
 // compile turns a policy directory's files into a compiledSet: strict
 // compile, decision rule present, tests pass (unless skipTests), query
 // prepared.
 func compile(ctx context.Context, files []policyFile, revision string, skipTests bool) (*compiledSet, error) {
+	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	defer cancel()
 	p, err := parseFiles(files)
 	if err != nil {
 		return nil, err
@@ -339,21 +360,51 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 		}
 	}
 	store := inmem.NewFromObjectWithOpts(p.data, inmem.OptReturnASTValuesOnRead(true), inmem.OptRoundTripOnWrite(false))
-	query, err := ast.ParseBodyWithOpts(decisionQuery, ast.ParserOptions{RegoVersion: ast.RegoV1})
-	if err != nil {
-		return nil, fmt.Errorf("parsing decision query: %w", err)
+	set := &compiledSet{revision: revision, nondeterministic: nondeterministicBuiltins(compiler)}
+	// Partial evaluation specializes the rules to this revision's data:
+	// allow-list lookups become comparisons of input fields with constants,
+	// which OPA's rule index then answers without trying every entry. Non-
+	// deterministic built-ins are left as calls (OPA does not evaluate them
+	// during partial evaluation), so their results stay per request.
+	for _, q := range []struct {
+		dst       *rego.PreparedEvalQuery
+		text      string
+		namespace string // where partial evaluation puts its rules; "" = none
+	}{
+		{&set.allow, allowQuery, "meshguard_partial_allow"},
+		{&set.reasons, reasonsQuery, "meshguard_partial_reasons"},
+		{&set.explain, explainQuery, ""},
+	} {
+		body, err := ast.ParseBodyWithOpts(q.text, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return nil, fmt.Errorf("parsing decision query: %w", err)
+		}
+		prepare := func(partial bool) (rego.PreparedEvalQuery, error) {
+			opts := []func(*rego.Rego){
+				rego.ParsedQuery(body),
+				rego.Compiler(compiler),
+				rego.Store(store),
+				rego.StoreReadAST(true),
+				rego.StrictBuiltinErrors(true),
+			}
+			if !partial {
+				return rego.New(opts...).PrepareForEval(ctx)
+			}
+			opts = append(opts, rego.PartialNamespace(q.namespace))
+			return rego.New(opts...).PrepareForEval(ctx, rego.WithPartialEval())
+		}
+		pq, err := prepare(q.namespace != "")
+		if err != nil && q.namespace != "" && ctx.Err() == nil {
+			// Partial evaluation is an optimization: a policy it cannot
+			// handle is evaluated as written.
+			set.partialErr = errors.Join(set.partialErr, err)
+			pq, err = prepare(false)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("preparing query %s: %w", q.text, err)
+		}
+		*q.dst = pq
 	}
-	pq, err := rego.New(
-		rego.ParsedQuery(query),
-		rego.Compiler(compiler),
-		rego.Store(store),
-		rego.StoreReadAST(true),
-		rego.StrictBuiltinErrors(true),
-	).PrepareForEval(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("preparing decision query: %w", err)
-	}
-	set := &compiledSet{revision: revision, query: pq, nondeterministic: nondeterministicBuiltins(compiler)}
 	for _, f := range files {
 		set.files = append(set.files, f.rel)
 	}
@@ -400,13 +451,22 @@ func testModules(ctx context.Context, p *parsed) ([]TestResult, error) {
 		tr := TestResult{Name: r.Package + "." + r.Name, Pass: r.Pass(), Skip: r.Skip}
 		if r.Location != nil {
 			tr.Location = fmt.Sprintf("%s:%d", r.Location.File, r.Location.Row)
+			tr.file, tr.row = r.Location.File, r.Location.Row
 		}
 		if r.Error != nil {
 			tr.Error = r.Error.Error()
 		}
 		results = append(results, tr)
 	}
-	slices.SortFunc(results, func(a, b TestResult) int { return strings.Compare(a.Location+a.Name, b.Location+b.Name) })
+	slices.SortFunc(results, func(a, b TestResult) int {
+		if c := strings.Compare(a.file, b.file); c != 0 {
+			return c
+		}
+		if a.row != b.row {
+			return a.row - b.row
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	return results, nil
 }
 

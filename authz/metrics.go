@@ -25,6 +25,7 @@ type engineMetrics struct {
 	evalDuration prometheus.Histogram
 	cacheHits    prometheus.Counter
 	reloads      *prometheus.CounterVec
+	revision     *prometheus.GaugeVec
 }
 
 func newEngineMetrics(reg prometheus.Registerer) (*engineMetrics, error) {
@@ -46,6 +47,10 @@ func newEngineMetrics(reg prometheus.Registerer) (*engineMetrics, error) {
 			Name: "meshguard_policy_reloads_total",
 			Help: "Policy revisions loaded (result=success) or refused (result=error: parse, compile or test failure).",
 		}, []string{"result"}),
+		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshguard_policy_revision_info",
+			Help: "The policy revision in force (content hash), as a label; value 1. Absent while no policy is loaded.",
+		}, []string{"revision"}),
 	}
 	m.byDecision = map[string]prometheus.Counter{}
 	for _, l := range []string{labelAllow, labelDeny, labelError, labelDryRunDeny, labelDryRunError} {
@@ -57,7 +62,7 @@ func newEngineMetrics(reg prometheus.Registerer) (*engineMetrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.evalDuration, m.cacheHits, m.reloads} {
+	for _, c := range []prometheus.Collector{m.decisions, m.evalDuration, m.cacheHits, m.reloads, m.revision} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering authz metrics: %w", err)
 		}

@@ -3,25 +3,48 @@ package authz
 import (
 	"encoding/binary"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// inputKeys holds the object keys of the input document as terms, made
-// once per Engine: a request then allocates only its own values.
+// inputKeys converts inputs for one Engine. It holds the object keys of the
+// input document as terms, and interns the terms of values that repeat from
+// request to request (the caller's and this agent's identities, methods,
+// protocols, hosts, header names), so a request allocates little beyond its
+// path, query and header values. Terms are shared between concurrent
+// evaluations, as OPA itself shares data read from its store: evaluation
+// never mutates them.
 type inputKeys struct {
 	source, destination, request, spiffeID, trustDomain, service *ast.Term
 	method, path, query, headers, host, protocol                 *ast.Term
+
+	sources      internTable[Source]
+	destinations internTable[Destination]
+	strings      internTable[string]
 }
+
+// Interning bounds: past them values are converted per request as before,
+// so a client sending endless new methods or header names costs itself
+// allocations, not the agent memory.
+const (
+	maxInternedSources      = 4096
+	maxInternedDestinations = 16
+	maxInternedStrings      = 4096
+)
 
 func newInputKeys() *inputKeys {
 	s := ast.StringTerm
-	return &inputKeys{
+	k := &inputKeys{
 		source: s("source"), destination: s("destination"), request: s("request"),
 		spiffeID: s("spiffe_id"), trustDomain: s("trust_domain"), service: s("service"),
 		method: s("method"), path: s("path"), query: s("query"), headers: s("headers"),
 		host: s("host"), protocol: s("protocol"),
 	}
+	k.sources.limit, k.destinations.limit, k.strings.limit = maxInternedSources, maxInternedDestinations, maxInternedStrings
+	return k
 }
 
 // astValue converts in to the OPA value the policy sees as `input`, field by
@@ -30,27 +53,110 @@ func newInputKeys() *inputKeys {
 // index input.request.headers and input.request.query.
 func (k *inputKeys) astValue(in *Input) ast.Value {
 	return ast.NewObject(
-		[2]*ast.Term{k.source, ast.NewTerm(ast.NewObject(
-			[2]*ast.Term{k.spiffeID, ast.StringTerm(in.Source.SPIFFEID)},
-			[2]*ast.Term{k.trustDomain, ast.StringTerm(in.Source.TrustDomain)},
-			[2]*ast.Term{k.service, ast.StringTerm(in.Source.Service)},
-		))},
-		[2]*ast.Term{k.destination, ast.NewTerm(ast.NewObject(
-			[2]*ast.Term{k.spiffeID, ast.StringTerm(in.Destination.SPIFFEID)},
-			[2]*ast.Term{k.service, ast.StringTerm(in.Destination.Service)},
-		))},
+		[2]*ast.Term{k.source, k.sourceTerm(in.Source)},
+		[2]*ast.Term{k.destination, k.destinationTerm(in.Destination)},
 		[2]*ast.Term{k.request, ast.NewTerm(ast.NewObject(
-			[2]*ast.Term{k.method, ast.StringTerm(in.Request.Method)},
+			[2]*ast.Term{k.method, k.str(in.Request.Method)},
 			[2]*ast.Term{k.path, ast.StringTerm(in.Request.Path)},
-			[2]*ast.Term{k.query, ast.NewTerm(queryObject(in.Request.Query))},
-			[2]*ast.Term{k.headers, ast.NewTerm(headerObject(in.Request.Headers))},
-			[2]*ast.Term{k.host, ast.StringTerm(in.Request.Host)},
-			[2]*ast.Term{k.protocol, ast.StringTerm(in.Request.Protocol)},
+			[2]*ast.Term{k.query, queryTerm(in.Request.Query)},
+			[2]*ast.Term{k.headers, k.headerTerm(in.Request.Headers)},
+			[2]*ast.Term{k.host, k.str(in.Request.Host)},
+			[2]*ast.Term{k.protocol, k.str(in.Request.Protocol)},
 		))},
 	)
 }
 
-func queryObject(q map[string][]string) ast.Object {
+func (k *inputKeys) sourceTerm(s Source) *ast.Term {
+	if t, ok := k.sources.get(s); ok {
+		return t
+	}
+	return k.sources.put(s, ast.NewTerm(ast.NewObject(
+		[2]*ast.Term{k.spiffeID, ast.StringTerm(s.SPIFFEID)},
+		[2]*ast.Term{k.trustDomain, ast.StringTerm(s.TrustDomain)},
+		[2]*ast.Term{k.service, ast.StringTerm(s.Service)},
+	)))
+}
+
+func (k *inputKeys) destinationTerm(d Destination) *ast.Term {
+	if t, ok := k.destinations.get(d); ok {
+		return t
+	}
+	return k.destinations.put(d, ast.NewTerm(ast.NewObject(
+		[2]*ast.Term{k.spiffeID, ast.StringTerm(d.SPIFFEID)},
+		[2]*ast.Term{k.service, ast.StringTerm(d.Service)},
+	)))
+}
+
+func (k *inputKeys) str(s string) *ast.Term {
+	if t, ok := k.strings.get(s); ok {
+		return t
+	}
+	return k.strings.put(s, ast.StringTerm(s))
+}
+
+// headerTerm and queryTerm share OPA's interned empty object for the
+// common empty case.
+func (k *inputKeys) headerTerm(h map[string]string) *ast.Term {
+	if len(h) == 0 {
+		return ast.InternedEmptyObject
+	}
+	obj := ast.NewObjectWithCapacity(len(h))
+	for name, v := range h {
+		obj.Insert(k.str(name), ast.StringTerm(v))
+	}
+	return ast.NewTerm(obj)
+}
+
+// internTable is a bounded, copy-on-write map: lookups are one atomic load
+// and a map read, with no lock; the rare insertion copies the map.
+type internTable[K comparable] struct {
+	m     atomic.Pointer[map[K]*ast.Term]
+	mu    sync.Mutex
+	limit int
+}
+
+func (t *internTable[K]) get(k K) (*ast.Term, bool) {
+	if m := t.m.Load(); m != nil {
+		v, ok := (*m)[k]
+		return v, ok
+	}
+	return nil, false
+}
+
+// put stores v under k unless the table is full, and returns the stored
+// term (another goroutine's, if it won the race) or v.
+func (t *internTable[K]) put(k K, v *ast.Term) *ast.Term {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.m.Load()
+	if old != nil {
+		if existing, ok := (*old)[k]; ok {
+			return existing
+		}
+		if len(*old) >= t.limit {
+			return v
+		}
+	}
+	next := make(map[K]*ast.Term, 1+len(ptrMap(old)))
+	for key, val := range ptrMap(old) {
+		next[key] = val
+	}
+	next[k] = v
+	t.m.Store(&next)
+	return v
+}
+
+func ptrMap[K comparable](m *map[K]*ast.Term) map[K]*ast.Term {
+	if m == nil {
+		return nil
+	}
+	return *m
+}
+
+func queryTerm(q map[string][]string) *ast.Term {
+	if len(q) == 0 {
+		return ast.InternedEmptyObject
+	}
 	obj := ast.NewObjectWithCapacity(len(q))
 	for k, vs := range q {
 		terms := make([]*ast.Term, len(vs))
@@ -59,15 +165,7 @@ func queryObject(q map[string][]string) ast.Object {
 		}
 		obj.Insert(ast.StringTerm(k), ast.ArrayTerm(terms...))
 	}
-	return obj
-}
-
-func headerObject(h map[string]string) ast.Object {
-	obj := ast.NewObjectWithCapacity(len(h))
-	for k, v := range h {
-		obj.Insert(ast.StringTerm(k), ast.StringTerm(v))
-	}
-	return obj
+	return ast.NewTerm(obj)
 }
 
 // cacheKey is a canonical, unambiguous encoding of the whole input: every
@@ -85,32 +183,41 @@ func (in *Input) cacheKey() string {
 	} {
 		b = appendString(b, s)
 	}
-	var keyBuf [16]string
-	keys := keyBuf[:0]
-	for k := range in.Request.Headers {
-		keys = append(keys, k)
+	// Pairs are gathered in stack arrays and sorted by name: no map
+	// lookups after the sort, no allocation for the usual handful.
+	var hBuf [16]headerPair
+	headers := hBuf[:0]
+	for k, v := range in.Request.Headers {
+		headers = append(headers, headerPair{k, v})
 	}
-	slices.Sort(keys)
-	b = binary.AppendUvarint(b, uint64(len(keys)))
-	for _, k := range keys {
-		b = appendString(b, k)
-		b = appendString(b, in.Request.Headers[k])
+	slices.SortFunc(headers, func(a, b headerPair) int { return strings.Compare(a.name, b.name) })
+	b = binary.AppendUvarint(b, uint64(len(headers)))
+	for _, h := range headers {
+		b = appendString(b, h.name)
+		b = appendString(b, h.value)
 	}
-	keys = keyBuf[:0]
-	for k := range in.Request.Query {
-		keys = append(keys, k)
+	var qBuf [8]queryParam
+	query := qBuf[:0]
+	for k, vs := range in.Request.Query {
+		query = append(query, queryParam{k, vs})
 	}
-	slices.Sort(keys)
-	b = binary.AppendUvarint(b, uint64(len(keys)))
-	for _, k := range keys {
-		b = appendString(b, k)
-		vs := in.Request.Query[k]
-		b = binary.AppendUvarint(b, uint64(len(vs)))
-		for _, v := range vs {
+	slices.SortFunc(query, func(a, b queryParam) int { return strings.Compare(a.name, b.name) })
+	b = binary.AppendUvarint(b, uint64(len(query)))
+	for _, q := range query {
+		b = appendString(b, q.name)
+		b = binary.AppendUvarint(b, uint64(len(q.vs)))
+		for _, v := range q.vs {
 			b = appendString(b, v)
 		}
 	}
 	return string(b)
+}
+
+type headerPair struct{ name, value string }
+
+type queryParam struct {
+	name string
+	vs   []string
 }
 
 func appendString(b []byte, s string) []byte {

@@ -5,12 +5,15 @@
 #   bash bench/mesh.sh                 # 10 s per measurement
 #   DURATION=30 bash bench/mesh.sh     # longer runs
 #   ONLY=direct,nginx bash bench/mesh.sh
+#   ONLY=direct,nginx-edge,edge bash bench/mesh.sh   # the edge comparison (issue 7)
 #
 # Paths measured (client speaks h2c to the first hop in every case):
 #   direct:    h2load -> backend (nginx, `return 200`)
 #   nginx:     h2load -> nginx A -(mTLS, proxy_ssl, keepalive)-> nginx B (ssl_verify_client on) -> backend
 #   meshguard: h2load -> agent web (outbound) -(mTLS, HTTP/2, one connection)-> agent users
 #              (inbound, Rego on every request with the shipped policies, audit on) -> backend
+#   nginx-edge: h2load -(TLS)-> nginx DMZ (limit_req, rewrite) -(mTLS)-> nginx B -> backend
+#   edge:      h2load -(TLS)-> meshguard edge (rate limit, rewrite) -(mTLS)-> agent users -> backend
 # Each at max throughput (64 concurrent streams: 4 connections x 16 streams)
 # and at a fixed 1000 req/s (4 connections x 250 req/s). Prints req/s, p50
 # and p99 (from h2load's per-request log), each as a ratio to direct, and each
@@ -19,7 +22,7 @@ set -euo pipefail
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-ONLY=${ONLY:-direct,nginx,meshguard}
+ONLY=${ONLY:-direct,nginx,meshguard,nginx-edge,edge}
 BASE_PORT=${BASE_PORT:-19000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -54,6 +57,7 @@ port() { echo $((BASE_PORT + $1)); }
 BACKEND=$(port 0) BACKEND_H2C=$(port 1) NGX_A=$(port 2) NGX_B=$(port 3)
 CA=$(port 10) MG_WEB_OUT=$(port 11) MG_WEB_IN=$(port 12) MG_WEB_ADMIN=$(port 13)
 MG_USERS_IN=$(port 14) MG_USERS_OUT=$(port 15) MG_USERS_ADMIN=$(port 16)
+NGX_EDGE=$(port 4) MG_EDGE=$(port 20) MG_EDGE_IN=$(port 21) MG_EDGE_OUT=$(port 22) MG_EDGE_ADMIN=$(port 23)
 
 wait_http() { # wait_http URL [curl args...]: up to 15 s
   local url=$1; shift
@@ -117,6 +121,11 @@ measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000
     local rps failed p50 p99
     rps=$(awk '/^finished in/ {print $4}' "$work/h2load-$name-$mode.out")
     failed=$(awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="failed,") print $i}' "$work/h2load-$name-$mode.out")
+    # h2load counts a 403 or 502 as a success: every answer must be 2xx.
+    non2xx=$(awk '/^status codes:/ {print $5 + $7 + $9}' "$work/h2load-$name-$mode.out")
+    if [ "${non2xx:-0}" != 0 ]; then
+      echo "bench/mesh.sh: $name/$mode got $non2xx non-2xx answers:"; grep '^status codes' "$work/h2load-$name-$mode.out"; exit 1
+    fi
     # column 3 is microseconds until the end of the response
     read -r p50 p99 < <(awk -F'\t' '$2 < 400 {print $3}' "$log" | sort -n | awk '{v[NR]=$1} END {
       if (NR==0) {print "nan nan"; exit}
@@ -124,6 +133,77 @@ measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000
       printf "%.3f %.3f\n", v[i50]/1000, v[i99]/1000 }')
     results+=("$name $mode $rps $p50 $p99 ${failed:-0}")
   done
+}
+
+pki_ready=""
+pki() { # certificates for the nginx pair (SPIFFE IDs as URI SANs) and the public edge
+  [ -n "$pki_ready" ] && return; pki_ready=1
+  d="$work/pki"; mkdir -p "$d"
+  openssl ecparam -name prime256v1 -genkey -noout -out "$d/ca.key"
+  openssl req -x509 -new -key "$d/ca.key" -subj "/CN=bench root" -days 1 -out "$d/ca.crt" \
+    -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+  for who in web users edge; do
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/$who.key"
+    openssl req -new -key "$d/$who.key" -subj "/" -out "$d/$who.csr" 2>/dev/null
+    printf 'subjectAltName=URI:spiffe://example.org/svc/%s,DNS:%s.mesh,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=critical,CA:false\n' "$who" "$who" >"$d/$who.ext"
+    openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 1 -extfile "$d/$who.ext" -out "$d/$who.crt" 2>/dev/null
+  done
+}
+
+nginx_b_ready=""
+nginx_b() { # the mTLS upstream side of the nginx pair: ssl_verify_client on -> backend
+  [ -n "$nginx_b_ready" ] && return; nginx_b_ready=1
+  pki
+  nginx_conf nginx-b "
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGX_B ssl http2;
+    ssl_certificate $d/users.crt; ssl_certificate_key $d/users.key;
+    ssl_client_certificate $d/ca.crt; ssl_verify_client on;
+    ssl_protocols TLSv1.3;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
+}
+
+# the client side of an nginx mTLS hop to nginx B, for an nginx location block
+NGX_MTLS_PROXY="proxy_pass https://users_mtls;
+      proxy_http_version 1.1; proxy_set_header Connection \"\";
+      proxy_ssl_certificate $work/pki/web.crt; proxy_ssl_certificate_key $work/pki/web.key;
+      proxy_ssl_trusted_certificate $work/pki/ca.crt; proxy_ssl_verify on; proxy_ssl_name users.mesh;
+      proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on;"
+
+mg_ready=""
+meshguard_pair() { # CA + registry, the users agent (Rego, audit) and the web agent
+  [ -n "$mg_ready" ] && return; mg_ready=1
+  mg="$work/meshguard"; mkdir -p "$mg/policy"
+  (cd "$root" && go build -o "$mg/meshguard" .)
+  # The shipped rules, configured for the bench's callers.
+  cp "$root"/policies/*.rego "$mg/policy/"
+  cat >"$mg/policy/data.json" <<JSON
+{"meshguard": {"allowlist": {"users": {
+  "web":  [{"methods": ["GET"], "paths": ["/users/*"]}],
+  "edge": [{"methods": ["GET"], "paths": ["/users/*"]}]
+}}, "deny": [{"reason": "admin endpoints are reserved for the ops service", "paths": ["/admin/**"], "except": ["ops"]}]}}
+JSON
+  fp=$("$mg/meshguard" ca init --dir "$mg/ca" --trust-domain example.org)
+  "$mg/meshguard" ca serve --dir "$mg/ca" --listen "127.0.0.1:$CA" 2>"$mg/ca.log" & pids+=($!)
+  wait_http "https://127.0.0.1:$CA/health" --cacert "$mg/ca/root.crt"
+  for who in web users edge; do
+    "$mg/meshguard" token create --dir "$mg/ca" --spiffe-id "spiffe://example.org/svc/$who" >"$mg/$who.token"
+  done
+  export MESHGUARD_CA="https://127.0.0.1:$CA" MESHGUARD_CA_FINGERPRINT="$fp" MESHGUARD_POLICY="$mg/policy"
+  "$mg/meshguard" agent --service users --token-file "$mg/users.token" --app "127.0.0.1:$BACKEND" \
+    --route /users --inbound "127.0.0.1:$MG_USERS_IN" --outbound "127.0.0.1:$MG_USERS_OUT" \
+    --admin "127.0.0.1:$MG_USERS_ADMIN" --data-dir "$mg/users" --audit-log "$mg/users-audit.log" \
+    2>"$mg/users.log" & users_pid=$!; pids+=($users_pid)
+  "$mg/meshguard" agent --service web --token-file "$mg/web.token" --app "127.0.0.1:$BACKEND" \
+    --inbound "127.0.0.1:$MG_WEB_IN" --outbound "127.0.0.1:$MG_WEB_OUT" --admin "127.0.0.1:$MG_WEB_ADMIN" \
+    --data-dir "$mg/web" --audit-log "$mg/web-audit.log" \
+    --peer "users=spiffe://example.org/svc/users@127.0.0.1:$MG_USERS_IN" \
+    2>"$mg/web.log" & web_pid=$!; pids+=($web_pid)
+  wait_http "http://127.0.0.1:$MG_USERS_ADMIN/readyz"
+  wait_http "http://127.0.0.1:$MG_WEB_ADMIN/readyz"
 }
 
 IFS=, read -ra scenarios <<<"$ONLY"
@@ -134,37 +214,13 @@ for s in "${scenarios[@]}"; do
     measure direct "http://127.0.0.1:$BACKEND_H2C/users/1"
     ;;
   nginx)
-    # certificates for the pair, with SPIFFE IDs as URI SANs
-    d="$work/pki"; mkdir -p "$d"
-    openssl ecparam -name prime256v1 -genkey -noout -out "$d/ca.key"
-    openssl req -x509 -new -key "$d/ca.key" -subj "/CN=bench root" -days 1 -out "$d/ca.crt" \
-      -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-    for who in web users; do
-      openssl ecparam -name prime256v1 -genkey -noout -out "$d/$who.key"
-      openssl req -new -key "$d/$who.key" -subj "/" -out "$d/$who.csr" 2>/dev/null
-      printf 'subjectAltName=URI:spiffe://example.org/svc/%s,DNS:%s.mesh\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=critical,CA:false\n' "$who" "$who" >"$d/$who.ext"
-      openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
-        -days 1 -extfile "$d/$who.ext" -out "$d/$who.crt" 2>/dev/null
-    done
-    nginx_conf nginx-b "
-  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGX_B ssl http2;
-    ssl_certificate $d/users.crt; ssl_certificate_key $d/users.key;
-    ssl_client_certificate $d/ca.crt; ssl_verify_client on;
-    ssl_protocols TLSv1.3;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
-  }"
+    nginx_b
     nginx_conf nginx-a "
   upstream users_mtls { server 127.0.0.1:$NGX_B; keepalive 64; }
   server {
     listen 127.0.0.1:$NGX_A http2;
     location / {
-      proxy_pass https://users_mtls;
-      proxy_http_version 1.1; proxy_set_header Connection \"\";
-      proxy_ssl_certificate $d/web.crt; proxy_ssl_certificate_key $d/web.key;
-      proxy_ssl_trusted_certificate $d/ca.crt; proxy_ssl_verify on; proxy_ssl_name users.mesh;
-      proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on;
+      $NGX_MTLS_PROXY
     }
   }"
     wait_http "http://127.0.0.1:$NGX_A/users/1" --http2-prior-knowledge
@@ -173,32 +229,47 @@ for s in "${scenarios[@]}"; do
     rss+=("nginx-pair $(( $(nginx_rss_kb nginx-a) + $(nginx_rss_kb nginx-b) ))")
     ;;
   meshguard)
-    mg="$work/meshguard"; mkdir -p "$mg"
-    (cd "$root" && go build -o "$mg/meshguard" .)
-    fp=$("$mg/meshguard" ca init --dir "$mg/ca" --trust-domain example.org)
-    "$mg/meshguard" ca serve --dir "$mg/ca" --listen "127.0.0.1:$CA" 2>"$mg/ca.log" & pids+=($!)
-    wait_http "https://127.0.0.1:$CA/health" -k
-    for who in web users; do
-      "$mg/meshguard" token create --dir "$mg/ca" --spiffe-id "spiffe://example.org/svc/$who" >"$mg/$who.token"
-    done
-    MESHGUARD_CA="https://127.0.0.1:$CA" MESHGUARD_CA_FINGERPRINT="$fp" MESHGUARD_POLICY="$root/policies" \
-      "$mg/meshguard" agent --service users --token-file "$mg/users.token" --app "127.0.0.1:$BACKEND" \
-      --route /users --inbound "127.0.0.1:$MG_USERS_IN" --outbound "127.0.0.1:$MG_USERS_OUT" \
-      --admin "127.0.0.1:$MG_USERS_ADMIN" --data-dir "$mg/users" --audit-log "$mg/users-audit.log" \
-      2>"$mg/users.log" & users_pid=$!; pids+=($users_pid)
-    MESHGUARD_CA="https://127.0.0.1:$CA" MESHGUARD_CA_FINGERPRINT="$fp" MESHGUARD_POLICY="$root/policies" \
-      "$mg/meshguard" agent --service web --token-file "$mg/web.token" --app "127.0.0.1:$BACKEND" \
-      --inbound "127.0.0.1:$MG_WEB_IN" --outbound "127.0.0.1:$MG_WEB_OUT" --admin "127.0.0.1:$MG_WEB_ADMIN" \
-      --data-dir "$mg/web" --audit-log "$mg/web-audit.log" \
-      --peer "users=spiffe://example.org/svc/users@127.0.0.1:$MG_USERS_IN" \
-      2>"$mg/web.log" & web_pid=$!; pids+=($web_pid)
-    wait_http "http://127.0.0.1:$MG_USERS_ADMIN/readyz"
-    wait_http "http://127.0.0.1:$MG_WEB_ADMIN/readyz"
+    meshguard_pair
     wait_http "http://127.0.0.1:$MG_WEB_OUT/users/1" --http2-prior-knowledge -H "Host: users" --fail
     measure meshguard "http://127.0.0.1:$MG_WEB_OUT/users/1" -H ":authority: users"
     rss+=("meshguard-pair $(( $(proc_rss_kb $web_pid) + $(proc_rss_kb $users_pid) ))")
     ;;
-  *) echo "bench/mesh.sh: unknown scenario $s (want direct, nginx, meshguard)" >&2; exit 2 ;;
+  nginx-edge)
+    # nginx as the DMZ: TLS for outside clients, limit_req (rate high enough
+    # that nothing is refused: the limiter still runs), prefix rewrite,
+    # proxy_pass over mTLS to nginx B.
+    nginx_b
+    nginx_conf nginx-edge "
+  limit_req_zone \$binary_remote_addr zone=api:10m rate=1000000r/s;
+  upstream users_mtls { server 127.0.0.1:$NGX_B; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGX_EDGE ssl http2;
+    ssl_certificate $d/edge.crt; ssl_certificate_key $d/edge.key;
+    location /api/users/ {
+      limit_req zone=api burst=280 nodelay;
+      rewrite ^/api/users/(.*)\$ /users/\$1 break;
+      $NGX_MTLS_PROXY
+    }
+    location / { return 404; }
+  }"
+    wait_http "https://127.0.0.1:$NGX_EDGE/api/users/1" --cacert "$d/ca.crt" --fail
+    measure nginx-edge "https://127.0.0.1:$NGX_EDGE/api/users/1"
+    rss+=("nginx-edge+b $(( $(nginx_rss_kb nginx-edge) + $(nginx_rss_kb nginx-b) ))")
+    ;;
+  edge)
+    pki; meshguard_pair
+    "$mg/meshguard" edge --service edge --token-file "$mg/edge.token" --app "127.0.0.1:$BACKEND" \
+      --inbound "127.0.0.1:$MG_EDGE_IN" --outbound "127.0.0.1:$MG_EDGE_OUT" --admin "127.0.0.1:$MG_EDGE_ADMIN" \
+      --data-dir "$mg/edge" --audit-log "$mg/edge-audit.log" \
+      --listen "127.0.0.1:$MG_EDGE" --tls-cert "$d/edge.crt" --tls-key "$d/edge.key" \
+      --expose /api/users --rewrite /api/users=/users --rate 1000000/s --burst 280 \
+      2>"$mg/edge.log" & edge_pid=$!; pids+=($edge_pid)
+    wait_http "http://127.0.0.1:$MG_EDGE_ADMIN/readyz"
+    wait_http "https://127.0.0.1:$MG_EDGE/api/users/1" --cacert "$d/ca.crt" --fail
+    measure edge "https://127.0.0.1:$MG_EDGE/api/users/1"
+    rss+=("edge+users-agent $(( $(proc_rss_kb $edge_pid) + $(proc_rss_kb $users_pid) ))")
+    ;;
+  *) echo "bench/mesh.sh: unknown scenario $s (want direct, nginx, meshguard, nginx-edge, edge)" >&2; exit 2 ;;
   esac
 done
 

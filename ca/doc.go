@@ -20,6 +20,10 @@
 //	srv, err := ca.NewServer(ca.Config{Dir: dir, Listen: "127.0.0.1:8443", Logger: log})
 //	err = srv.Run(ctx)
 //
+// Join tokens are single use: smallstep records their IDs in ca.db, and
+// replicas that share an etcd cluster also record them there through a
+// TokenLedger (wired by `ca serve --store etcd://...`).
+//
 // The identity comes from the token, never from the CSR: the CSR only
 // contributes its public key. Renewal over mTLS (/1.0/rekey with a new key,
 // /1.0/renew with the old one) keeps exactly the SPIFFE ID of the presented

@@ -95,8 +95,18 @@ func (s *Server) guardSign(next http.HandlerFunc) http.HandlerFunc {
 			s.refuse(w, log, methodSign, "bad_token", http.StatusForbidden, "token: "+err.Error())
 			return
 		}
+		log = log.With(slog.String(logkey.SPIFFEID, id.String()))
+		if err := s.spendToken(r.Context(), req.OTT); errors.Is(err, errTokenUsed) {
+			s.refuse(w, log, methodSign, "token_replay", http.StatusUnauthorized, err.Error())
+			return
+		} else if err != nil {
+			log.Error("token ledger unavailable; refusing to issue", slog.Any(logkey.Error, err))
+			s.metrics.refused(methodSign, "ledger_unavailable")
+			writeError(w, http.StatusServiceUnavailable, "the CA cannot record token use right now; retry later")
+			return
+		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		s.issue(w, r, next, log.With(slog.String(logkey.SPIFFEID, id.String())), methodSign, id, csr.PublicKey)
+		s.issue(w, r, next, log, methodSign, id, csr.PublicKey)
 	}
 }
 

@@ -27,7 +27,7 @@ import (
 )
 
 // Files of the CA directory written by Init. Operators back up the whole
-// directory; DBFile holds the used token IDs and the issued certificates.
+// directory; DBFile (created by the server) holds the used token IDs.
 const (
 	RootCertFile         = "root.crt"
 	RootKeyFile          = "root.key"
@@ -71,7 +71,10 @@ type InitConfig struct {
 // the command line maps it to exit code 2.
 type ConfigError struct{ Err error }
 
+// Error returns the underlying message, which says what to fix.
 func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 func configErrorf(format string, args ...any) error {

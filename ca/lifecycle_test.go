@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	bolt "go.etcd.io/bbolt"
 )
 
 // lockedBuffer is a log sink shared by the server's goroutines.
@@ -135,4 +136,43 @@ func Example() {
 	defer srv.Close()
 	fmt.Println(len(fp), strings.Count(tok, "."), srv.TrustDomain())
 	// Output: 64 2 example.org
+}
+
+func TestDatabaseKeepsTokensNotCertificates(t *testing.T) {
+	dir := newCADir(t)
+	r := startServer(t, dir, nil)
+	const id = "spiffe://example.org/svc/db"
+	key := newKey(t)
+	code, resp, raw := r.signWith(t, mustToken(t, dir, id), key, id)
+	if code != 201 {
+		t.Fatalf("sign: %d %s", code, raw)
+	}
+	client := r.client(t, tlsCert(t, resp, key))
+	for i := 0; i < 3; i++ {
+		if code, _, raw := post(t, client, r.url+"/1.0/renew", nil); code != 201 {
+			t.Fatalf("renew: %d %s", code, raw)
+		}
+	}
+	r.stop()
+	db, err := bolt.Open(filepath.Join(dir, DBFile), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	count := func(bucket string) int {
+		n := 0
+		_ = db.View(func(tx *bolt.Tx) error {
+			if b := tx.Bucket([]byte(bucket)); b != nil {
+				n = b.Stats().KeyN
+			}
+			return nil
+		})
+		return n
+	}
+	if n := count("used_ott"); n != 1 {
+		t.Errorf("used_ott has %d entries, want 1", n)
+	}
+	if n := count("x509_certs") + count("x509_certs_data"); n != 0 {
+		t.Errorf("%d certificate records stored, want none", n)
+	}
 }

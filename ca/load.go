@@ -28,7 +28,7 @@ type Authority struct {
 // LoadRoot reads the root certificate of the CA in dir, e.g. to print its
 // fingerprint or to build a trust bundle in tests.
 func LoadRoot(dir string) (*x509.Certificate, error) {
-	if err := checkInitialised(dir); err != nil {
+	if err := checkInitialised(dir, RootCertFile); err != nil {
 		return nil, err
 	}
 	return readCert(filepath.Join(dir, RootCertFile))
@@ -46,10 +46,13 @@ func LoadTrustDomain(dir string) (spiffeid.TrustDomain, error) {
 	return ParseTrustDomain(conf.TrustDomain)
 }
 
-// loadAuthority reads everything ca serve needs from dir. Every failure is a
-// ConfigError: the operator has to fix the directory or the password.
-func loadAuthority(dir, passwordFile string) (*Authority, error) {
-	if err := checkInitialised(dir); err != nil {
+// LoadAuthority reads everything ca serve needs from dir, without opening
+// or writing anything: callers use it to validate a directory before they
+// create state next to it. Every failure is a *ConfigError: the operator
+// has to fix the directory or the password. The root key and the
+// provisioner key are not needed (and may be kept elsewhere).
+func LoadAuthority(dir, passwordFile string) (*Authority, error) {
+	if err := checkInitialised(dir, RootCertFile, IntermediateCertFile, IntermediateKeyFile); err != nil {
 		return nil, err
 	}
 	conf, err := readDirConfig(dir)
@@ -90,7 +93,7 @@ func loadAuthority(dir, passwordFile string) (*Authority, error) {
 
 // loadProvisionerKey reads the private JWK that signs join tokens.
 func loadProvisionerKey(dir, passwordFile string) (*dirConfig, *jose.JSONWebKey, error) {
-	if err := checkInitialised(dir); err != nil {
+	if err := checkInitialised(dir, ProvisionerKeyFile); err != nil {
 		return nil, nil, err
 	}
 	conf, err := readDirConfig(dir)
@@ -128,9 +131,10 @@ func loadProvisionerKey(dir, passwordFile string) (*dirConfig, *jose.JSONWebKey,
 	return conf, &jwk, nil
 }
 
-// checkInitialised refuses a directory that does not hold a CA, naming the
-// first missing file so the operator knows what to run.
-func checkInitialised(dir string) error {
+// checkInitialised refuses a directory that does not hold a CA (ca.json and
+// the given files), naming the first missing file so the operator knows
+// what to run.
+func checkInitialised(dir string, files ...string) error {
 	if dir == "" {
 		return configErrorf("no CA directory given")
 	}
@@ -144,7 +148,7 @@ func checkInitialised(dir string) error {
 	if !st.IsDir() {
 		return configErrorf("CA directory %s is not a directory", dir)
 	}
-	for _, name := range []string{ConfigFile, RootCertFile, IntermediateCertFile, IntermediateKeyFile, ProvisionerKeyFile} {
+	for _, name := range append([]string{ConfigFile}, files...) {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return configErrorf("%s is not an initialised CA directory (%s is missing); run `meshguard ca init --dir %s --trust-domain TD` first", dir, name, dir)

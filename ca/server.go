@@ -70,6 +70,9 @@ type Config struct {
 	// Registry, when set, serves /v1/registry/ on the same listener; it
 	// reads the caller's verified SVID from r.TLS.VerifiedChains.
 	Registry http.Handler
+	// TokenLedger, when set, records used token IDs for every replica of
+	// the CA (in addition to the local database); see TokenLedger.
+	TokenLedger TokenLedger
 	// Rate and Burst bound issuance per caller (remote IP for /1.0/sign,
 	// SPIFFE ID for renew/rekey). Zero means DefaultRate/DefaultBurst.
 	Rate  float64
@@ -98,8 +101,9 @@ type Server struct {
 	bundle    []byte
 	sans      serverSANs
 
-	certMu sync.Mutex
-	cert   atomic.Pointer[serverCert]
+	certMu   sync.Mutex
+	cert     atomic.Pointer[serverCert]
+	sniCerts map[string]*serverCert // guarded by certMu
 
 	started   atomic.Bool
 	ready     chan struct{}
@@ -113,20 +117,9 @@ type Server struct {
 // as *ConfigError. Call Run to serve, or Close to release the database
 // without serving.
 func NewServer(cfg Config) (*Server, error) {
-	if cfg.Listen == "" {
-		cfg.Listen = DefaultListen
-	}
-	if cfg.SVIDTTL == 0 {
-		cfg.SVIDTTL = DefaultSVIDTTL
-	}
-	if cfg.SVIDTTL < MinSVIDTTL || cfg.SVIDTTL > MaxSVIDTTL {
-		return nil, configErrorf("ca server: svid ttl %s out of range [%s, %s]", cfg.SVIDTTL, MinSVIDTTL, MaxSVIDTTL)
-	}
-	if cfg.Rate <= 0 {
-		cfg.Rate = DefaultRate
-	}
-	if cfg.Burst <= 0 {
-		cfg.Burst = DefaultBurst
+	sans, err := cfg.normalize()
+	if err != nil {
+		return nil, err
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -136,13 +129,18 @@ func NewServer(cfg Config) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
-	sans, err := parseServerSANs(cfg.Listen, cfg.ServerNames)
-	if err != nil {
-		return nil, &ConfigError{Err: fmt.Errorf("ca server: %w", err)}
-	}
-	m, err := loadAuthority(cfg.Dir, cfg.PasswordFile)
+	m, err := LoadAuthority(cfg.Dir, cfg.PasswordFile)
 	if err != nil {
 		return nil, err
+	}
+	for _, c := range []*x509.Certificate{m.Root, m.Intermediate} {
+		if t := now(); t.After(c.NotAfter) || t.Before(c.NotBefore) {
+			return nil, configErrorf("ca server: %q is valid only from %s to %s; issue a new CA with `meshguard ca init --force`",
+				c.Subject.CommonName, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	if left := m.Intermediate.NotAfter.Sub(now()); left < 30*24*time.Hour {
+		logger.Warn("the CA intermediate expires soon; SVIDs cannot outlive it", slog.Time(logkey.Expiry, m.Intermediate.NotAfter))
 	}
 	bundle := spiffebundle.FromX509Authorities(m.TrustDomain, []*x509.Certificate{m.Root})
 	bundle.SetRefreshHint(bundleRefresh)
@@ -170,6 +168,7 @@ func NewServer(cfg Config) (*Server, error) {
 		metrics:   met,
 		bundle:    bundleJSON,
 		sans:      sans,
+		sniCerts:  map[string]*serverCert{},
 		ready:     make(chan struct{}),
 	}
 	s.roots.AddCert(m.Root)
@@ -178,10 +177,46 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Check validates cfg and the CA directory without opening or writing
+// anything, so that a caller can refuse bad input before it creates state
+// (NewServer runs the same checks). Failures are *ConfigError.
+func (cfg Config) Check() error {
+	if _, err := cfg.normalize(); err != nil {
+		return err
+	}
+	_, err := LoadAuthority(cfg.Dir, cfg.PasswordFile)
+	return err
+}
+
+// normalize fills defaults, checks ranges and derives the server SANs.
+func (cfg *Config) normalize() (serverSANs, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.SVIDTTL == 0 {
+		cfg.SVIDTTL = DefaultSVIDTTL
+	}
+	if cfg.SVIDTTL < MinSVIDTTL || cfg.SVIDTTL > MaxSVIDTTL {
+		return serverSANs{}, configErrorf("ca server: svid ttl %s out of range [%s, %s]", cfg.SVIDTTL, MinSVIDTTL, MaxSVIDTTL)
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = DefaultBurst
+	}
+	sans, err := parseServerSANs(cfg.Listen, cfg.ServerNames)
+	if err != nil {
+		return serverSANs{}, &ConfigError{Err: fmt.Errorf("ca server: %w", err)}
+	}
+	return sans, nil
+}
+
 // newAuthority embeds smallstep's authority: our root and intermediate
 // signer, one JWK provisioner with the SVID template, an X.509 name policy
 // allowing only URIs of the trust domain, and the bbolt database in the CA
-// directory (so used token IDs survive restarts).
+// directory (so used token IDs survive restarts; issued certificates are
+// not stored, see usedTokensOnly).
 func newAuthority(cfg Config, m *Authority, sans serverSANs) (*authority.Authority, error) {
 	minTTL := min(cfg.SVIDTTL, 5*time.Minute)
 	no := false
@@ -199,10 +234,13 @@ func newAuthority(cfg Config, m *Authority, sans serverSANs) (*authority.Authori
 		},
 		Options: &provisioner.Options{X509: &provisioner.X509Options{Template: svidTemplate}},
 	}
+	authDB, err := db.New(&db.Config{Type: "bbolt", DataSource: filepath.Join(cfg.Dir, DBFile)})
+	if err != nil {
+		return nil, fmt.Errorf("ca server: open %s: %w", filepath.Join(cfg.Dir, DBFile), err)
+	}
 	conf := &config.Config{
 		Address:  cfg.Listen,
 		DNSNames: sans.names(),
-		DB:       &db.Config{Type: "bbolt", DataSource: filepath.Join(cfg.Dir, DBFile)},
 		AuthorityConfig: &config.AuthConfig{
 			Provisioners: provisioner.List{prov},
 			// Tokens are minted offline, possibly before this process
@@ -216,15 +254,24 @@ func newAuthority(cfg Config, m *Authority, sans serverSANs) (*authority.Authori
 	}
 	a, err := authority.NewEmbedded(
 		authority.WithConfig(conf),
+		authority.WithDatabase(usedTokensOnly{authDB}),
 		authority.WithX509RootCerts(m.Root),
 		authority.WithX509SignerChain([]*x509.Certificate{m.Intermediate}, m.Signer),
 		authority.WithQuietInit(),
 	)
 	if err != nil {
+		_ = authDB.Shutdown()
 		return nil, fmt.Errorf("ca server: start authority: %w", err)
 	}
 	return a, nil
 }
+
+// usedTokensOnly is smallstep's database without its certificate storage:
+// it keeps used token IDs (replay protection) and revocation lookups, but
+// hides StoreCertificate, so the database does not grow by one record per
+// rotation forever. Every issuance is logged (serial, SPIFFE ID, expiry)
+// instead.
+type usedTokensOnly struct{ db.AuthDB }
 
 // stepEndpoints are the smallstep API routes we serve, at / and /1.0, as
 // step-ca does. Revocation, CRL and SSH endpoints are not served.
@@ -320,7 +367,7 @@ func (s *Server) Addr() net.Addr {
 func (s *Server) TLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.serverCertificate() },
+		GetCertificate: s.serverCertFor,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
 		ClientCAs:      s.roots,
 		NextProtos:     []string{"h2", "http/1.1"},

@@ -13,6 +13,7 @@ import (
 	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/meshguard/meshguard/internal/svidcheck"
 	"github.com/meshguard/meshguard/internal/testca"
 )
 
@@ -357,6 +359,7 @@ func TestRekeyAndRenew(t *testing.T) {
 		client   *http.Client
 		path     string
 		csrKey   crypto.Signer
+		huge     bool
 		wantCode int
 		wantMsg  string
 	}{
@@ -365,12 +368,16 @@ func TestRekeyAndRenew(t *testing.T) {
 		{name: "rekey with the same key", client: client2, path: "/1.0/rekey", csrKey: newKey2, wantCode: 400, wantMsg: "rekey needs a new key; the CSR carries the current one"},
 		{name: "rekey to a weak key", client: client2, path: "/1.0/rekey", csrKey: weak, wantCode: 400, wantMsg: "CSR key: RSA key of 1024 bits is too weak"},
 		{name: "rekey without CSR", client: client2, path: "/1.0/rekey", wantCode: 400, wantMsg: "csr: want exactly one PEM CERTIFICATE REQUEST"},
+		{name: "rekey with a huge body", client: client2, path: "/1.0/rekey", huge: true, wantCode: 413, wantMsg: "read request body: http: request body too large"},
 	}
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
 			body := map[string]string{}
 			if tc.csrKey != nil {
 				body["csr"] = newCSR(t, tc.csrKey, "")
+			}
+			if tc.huge {
+				body["csr"] = strings.Repeat("A", maxRequestBody)
 			}
 			code, resp, raw := post(t, tc.client, r.url+tc.path, body)
 			if code != tc.wantCode || !strings.HasPrefix(resp.Message, tc.wantMsg) {
@@ -632,6 +639,8 @@ func TestNewServerRefusesBadDirectories(t *testing.T) {
 		{name: "key of another CA", cfg: Config{Dir: swapped}, wantErr: "intermediate.key does not match intermediate.crt"},
 		{name: "bad listen", cfg: Config{Dir: otherDir, Listen: "nope"}, wantErr: `listen address "nope"`},
 		{name: "ttl too short", cfg: Config{Dir: otherDir, SVIDTTL: time.Second}, wantErr: "svid ttl 1s out of range"},
+		{name: "intermediate expired", cfg: Config{Dir: otherDir, Now: func() time.Time { return time.Now().Add(IntermediateLifetime + time.Hour) }},
+			wantErr: `"meshguard intermediate CA example.org" is valid only from`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -649,5 +658,60 @@ func TestNewServerRefusesBadDirectories(t *testing.T) {
 				t.Fatalf("directory changed: %q -> %q", before, after)
 			}
 		})
+	}
+}
+
+func TestServerCertificateNames(t *testing.T) {
+	dir := newCADir(t)
+	r := startServer(t, dir, func(c *Config) { c.ServerNames = []string{"ca.example.net"} })
+	pool := x509.NewCertPool()
+	pool.AddCert(r.root)
+	addr := r.srv.Addr().String()
+	tests := []struct {
+		name       string
+		serverName string
+		wantErr    string
+	}{
+		{name: "listen IP", serverName: "127.0.0.1"},
+		{name: "configured name", serverName: "ca.example.net"},
+		{name: "name the client calls it by", serverName: "meshguard-ca.meshguard.svc"},
+		{name: "not a DNS name", serverName: "bad_name", wantErr: "certificate is valid for ca.example.net, not bad_name"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: tc.serverName, MinVersion: tls.VersionTLS13})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			leaf := conn.ConnectionState().PeerCertificates[0]
+			if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://example.org/meshguard/ca" {
+				t.Errorf("URIs = %v", leaf.URIs)
+			}
+			if len(leaf.ExtKeyUsage) != 1 || leaf.ExtKeyUsage[0] != x509.ExtKeyUsageServerAuth {
+				t.Errorf("EKU = %v, want serverAuth only", leaf.ExtKeyUsage)
+			}
+			if _, err := svidcheck.Leaf(leaf); err == nil {
+				t.Error("the CA's server certificate passes as a workload SVID")
+			}
+		})
+	}
+	// Names asked for are cached, boundedly.
+	for i := 0; i < 2*maxSNINames; i++ {
+		if _, err := r.srv.serverCertFor(&tls.ClientHelloInfo{ServerName: fmt.Sprintf("n%d.example.net", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.srv.certMu.Lock()
+	n := len(r.srv.sniCerts)
+	r.srv.certMu.Unlock()
+	if n > maxSNINames {
+		t.Fatalf("%d cached server certificates, want at most %d", n, maxSNINames)
 	}
 }

@@ -89,7 +89,8 @@ func (m *mesh) addAgent(name, route string, extra ...string) *meshAgent {
 }
 
 // addAgentService starts agent name (its own ports, data dir and demo app)
-// serving service.
+// serving service. With "edge" as the first extra argument it runs
+// `meshguard edge` instead, and the rest of extra are its flags.
 func (m *mesh) addAgentService(name, service, route string, extra ...string) *meshAgent {
 	m.t.Helper()
 	a := &meshAgent{
@@ -97,14 +98,19 @@ func (m *mesh) addAgentService(name, service, route string, extra ...string) *me
 		dataDir: filepath.Join(m.dir, name), auditLog: filepath.Join(m.dir, name+"-audit.log"),
 		socket: filepath.Join(m.dir, name+".sock"),
 	}
-	start(m.t, name+"-app", nil, "demo-app", "--name", service, "--listen", a.app)
+	// The app answers as the agent's name, so a test can tell instances apart.
+	start(m.t, name+"-app", nil, "demo-app", "--name", name, "--listen", a.app)
 	token, stderr, code := runCmd(m.t, nil, "token", "create", "--dir", m.caDir, "--spiffe-id", "spiffe://example.org/svc/"+service)
 	if code != 0 {
 		m.t.Fatalf("token create: exit %d: %s", code, stderr)
 	}
 	tokenFile := filepath.Join(m.dir, name+".token")
 	writeFile(m.t, tokenFile, strings.TrimSpace(token))
-	args := []string{"agent", "--ca", "https://" + m.caAddr, "--ca-fingerprint", m.fingerprint,
+	command := "agent"
+	if len(extra) > 0 && extra[0] == "edge" {
+		command, extra = "edge", extra[1:]
+	}
+	args := []string{command, "--ca", "https://" + m.caAddr, "--ca-fingerprint", m.fingerprint,
 		"--token-file", tokenFile, "--service", service, "--app", a.app, "--route", route,
 		"--inbound", a.inbound, "--advertise", a.inbound, "--outbound", a.outbound, "--admin", a.admin,
 		"--data-dir", a.dataDir, "--policy", m.policyDir, "--audit-log", a.auditLog,
@@ -205,11 +211,15 @@ func TestMeshLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	code, body, err := m.call(client, billing, "POST", "users", "/users/42/charges")
-	if err != nil || code != 200 {
-		t.Fatalf("billing POST charges: %d %v %s", code, err, body)
-	}
-	code, body, err = m.call(client, web, "POST", "users", "/users/42/charges")
+	// billing learns of users through its own registry watch.
+	eventually(t, 20*time.Second, "billing reaches users", func() error {
+		code, body, err := m.call(client, billing, "POST", "users", "/users/42/charges")
+		if err != nil || code != 200 {
+			return fmt.Errorf("billing POST charges: %d %v %s", code, err, body)
+		}
+		return nil
+	})
+	code, body, err := m.call(client, web, "POST", "users", "/users/42/charges")
 	if err != nil || code != 403 {
 		t.Fatalf("web POST charges: got %d %v %s, want 403", code, err, body)
 	}

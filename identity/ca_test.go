@@ -283,3 +283,21 @@ func TestRealCARestartWithoutToken(t *testing.T) {
 	clk.Set(second.Status().NextRotation)
 	waitFor(t, "the renewal", func() bool { return second.Status().Rotations >= 1 })
 }
+
+func TestRealCARequestedTTL(t *testing.T) {
+	c := newRealCA(t)
+	src, err := identity.NewCASource(identity.CAConfig{
+		URL: c.url(), Fingerprint: c.fingerprint, Token: c.token(t, webID), Service: "web", TTL: 20 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Bootstrap(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	svid, _ := src.GetX509SVID()
+	leaf := svid.Certificates[0]
+	if left := time.Until(leaf.NotAfter); left > 21*time.Minute || left < 19*time.Minute {
+		t.Fatalf("SVID valid for another %s, want about the 20m asked for", left)
+	}
+}

@@ -233,7 +233,9 @@ func (c *caClient) post(ctx context.Context, path, what string, payload any) (*s
 	}
 	var sr signResponse
 	if err := json.Unmarshal(body, &sr); err != nil {
-		return nil, fmt.Errorf("%s: decode response: %w", what, err)
+		// The verified CA answered success with garbage: retrying would
+		// spend nothing new and fix nothing (a join token is spent by now).
+		return nil, &permanentError{fmt.Errorf("%s: decode response: %w", what, err)}
 	}
 	return &sr, nil
 }

@@ -37,6 +37,9 @@ type fakeCA struct {
 	servedRoot *x509.Certificate
 	rekeys     int
 	signs      int
+	rawSign    []byte              // when set, /1.0/sign answers these bytes
+	rawStatus  int                 // with this status
+	roots      []*x509.Certificate // /roots.pem; default the root
 }
 
 func newFakeCA(t *testing.T, token string) *fakeCA {
@@ -54,7 +57,15 @@ func newFakeCA(t *testing.T, token string) *fakeCA {
 		json.NewEncoder(w).Encode(map[string]string{"ca": pemCert(served)})
 	})
 	mux.HandleFunc("GET /roots.pem", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte(pemCert(root.Root())))
+		f.mu.Lock()
+		roots := f.roots
+		f.mu.Unlock()
+		if roots == nil {
+			roots = []*x509.Certificate{root.Root()}
+		}
+		for _, c := range roots {
+			w.Write([]byte(pemCert(c)))
+		}
 	})
 	mux.HandleFunc("POST /1.0/sign", func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ CSR, OTT string }
@@ -65,7 +76,13 @@ func newFakeCA(t *testing.T, token string) *fakeCA {
 		}
 		f.mu.Lock()
 		f.signs++
+		raw, code := f.rawSign, f.rawStatus
 		f.mu.Unlock()
+		if raw != nil {
+			w.WriteHeader(code)
+			w.Write(raw)
+			return
+		}
 		f.issue(w, req.CSR)
 	})
 	mux.HandleFunc("POST /1.0/rekey", func(w http.ResponseWriter, r *http.Request) {

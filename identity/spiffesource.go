@@ -91,6 +91,7 @@ func (s *WorkloadAPISource) Status() Status { return s.st.status() }
 // Bootstrap connects and blocks until the Workload API has sent an SVID
 // that passes the strict check, or ctx ends.
 func (s *WorkloadAPISource) Bootstrap(ctx context.Context) error {
+	s.log.Info("waiting for an SVID from the Workload API", logkey.Addr, s.cfg.Addr)
 	inner, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(s.cfg.Addr)))
 	if err != nil {
 		return fmt.Errorf("identity: connect to Workload API %s: %w", s.cfg.Addr, err)

@@ -34,29 +34,52 @@ reasons contains reason if {
 }
 
 # granted holds when one grant for this caller on this destination covers
-# the method ("*" = any), the path (glob: "*" stays within a segment, "**"
-# crosses segments) and the required headers (exact values). Callers are
-# matched by SPIFFE ID, or by service name when they belong to the
-# destination's own trust domain. (The two bodies are written out rather
-# than sharing a helper function: this is the hot path, and a function call
-# costs as much as the checks themselves.)
+# the request. Callers are matched by SPIFFE ID, or by service name when
+# they belong to the destination's own trust domain.
 granted if {
 	some grant in destination_entry[input.source.spiffe_id]
-	some method in grant.methods
-	method in {"*", input.request.method}
-	some pattern in grant.paths
-	glob.match(pattern, ["/"], input.request.path)
-	object.subset(input.request.headers, object.get(grant, "headers", {}))
+	covers(grant)
 }
 
 granted if {
 	input.source.trust_domain == destination_trust_domain
 	some grant in destination_entry[input.source.service]
-	some method in grant.methods
-	method in {"*", input.request.method}
-	some pattern in grant.paths
+	covers(grant)
+}
+
+# covers: the method ("*" = any), the path (glob: "*" stays within a
+# segment, "**" crosses segments) and the required headers (exact values).
+#
+# The rules are written as equalities between input fields and data on
+# purpose: meshguard partially evaluates the policy against data.json when
+# it loads it, which turns every grant into a rule like
+#   allow if { input.source.service == "web"; input.request.method == "GET"; ... }
+# that OPA's rule index selects by value, so a request is checked against
+# its own few grants however long the allow-list grows.
+covers(grant) if {
+	method_matches(grant.methods)
+	path_matches(grant.paths)
+	headers_match(grant)
+}
+
+method_matches(methods) if "*" in methods
+
+method_matches(methods) if {
+	some method in methods
+	method == input.request.method
+}
+
+path_matches(patterns) if {
+	some pattern in patterns
 	glob.match(pattern, ["/"], input.request.path)
-	object.subset(input.request.headers, object.get(grant, "headers", {}))
+}
+
+headers_match(grant) if not grant.headers
+
+headers_match(grant) if {
+	every name, value in grant.headers {
+		input.request.headers[name] == value
+	}
 }
 
 destination_entry := data.meshguard.allowlist[input.destination.service]

@@ -7,21 +7,34 @@
 package meshguard.authz
 
 # deny is the set of reasons of the deny overrides that match this request.
-# An absent "methods" or "paths" matches any method or path.
+# (Written as equalities for the rule index, as explained in authz.rego.)
 deny contains rule.reason if {
 	some rule in data.meshguard.deny
-	some method in object.get(rule, "methods", ["*"])
-	method in {"*", input.request.method}
-	some pattern in object.get(rule, "paths", ["**"])
-	glob.match(pattern, ["/"], input.request.path)
+	deny_method_matches(rule)
+	deny_path_matches(rule)
 	not excepted(rule)
 }
 
+deny_method_matches(rule) if not rule.methods
+
+deny_method_matches(rule) if {
+	some method in rule.methods
+	method == input.request.method
+}
+
+deny_path_matches(rule) if not rule.paths
+
+deny_path_matches(rule) if path_matches(rule.paths)
+
 # excepted holds when the rule's "except" lists the caller, by SPIFFE ID or
 # by service name (the latter only within the destination's trust domain).
-excepted(rule) if input.source.spiffe_id in rule.except
+excepted(rule) if {
+	some caller in rule.except
+	caller == input.source.spiffe_id
+}
 
 excepted(rule) if {
 	input.source.trust_domain == destination_trust_domain
-	input.source.service in rule.except
+	some caller in rule.except
+	caller == input.source.service
 }

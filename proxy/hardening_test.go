@@ -195,6 +195,9 @@ func TestContinuationFlood(t *testing.T) {
 				if g.ErrCode != http2.ErrCodeProtocol {
 					t.Fatalf("GOAWAY code %v, want PROTOCOL_ERROR", g.ErrCode)
 				}
+				if m.authz.calls.Load() != 0 {
+					t.Fatal("flooded request reached the policy")
+				}
 				return
 			}
 		case <-deadline:

@@ -211,3 +211,42 @@ func TestWatcherIgnoresBadSnapshotFile(t *testing.T) {
 
 // newNoopHTTPClient is for clients that are never used to connect.
 func newNoopHTTPClient() *http.Client { return &http.Client{} }
+
+// TestWatcherForgetsAnotherStoresTable: a table persisted from another
+// registry store (a rebuilt CA) is replaced by a snapshot, not patched with
+// revisions that belong to a different history.
+func TestWatcherForgetsAnotherStoresTable(t *testing.T) {
+	st := openBolt(t, &fakeClock{now: time.Now()})
+	m := serve(t, testca.New(t, td), st)
+	ctx := context.Background()
+	users := m.client(svcID("users"))
+	for _, addr := range []string{"10.0.0.1:15443", "10.0.0.2:15443"} {
+		if _, err := users.Register(ctx, reg("users", addr, "/users")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	stale := `{"revision":1,"store":"bolt-gone","entries":[{"service":"ghost","spiffe_id":"spiffe://example.org/svc/ghost","address":"10.9.9.9:15443","routes":["/ghost"],"weight":100}]}`
+	if err := os.WriteFile(filepath.Join(dir, registry.SnapshotFile), []byte(stale), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := registry.NewWatcher(registry.WatcherConfig{Client: m.client(svcID("web")), DataDir: dir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Table().Endpoints("ghost")) != 1 {
+		t.Fatal("persisted table not loaded")
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	eventually(t, "the snapshot to replace the stale table", func() bool {
+		tab := w.Table()
+		return len(tab.Endpoints("users")) == 2 && len(tab.Endpoints("ghost")) == 0
+	})
+	if _, ok := w.Table().Route("/ghost"); ok {
+		t.Fatal("stale route survived")
+	}
+	cancel()
+	<-done
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,13 +28,14 @@ import (
 //	POST   /v1/registry/entries/{service}/{address}/renew  renew the lease  -> 200 Entry
 //	DELETE /v1/registry/entries/{service}/{address}    deregister            -> 204
 //	GET    /v1/registry/entries                        list                  -> 200 Snapshot
-//	GET    /v1/registry/watch[?since=REV]              application/x-ndjson stream of Event:
-//	                                                    a snapshot (or, with since, the changes after REV),
+//	GET    /v1/registry/watch[?since=REV[&store=ID]]   application/x-ndjson stream of Event:
+//	                                                    a snapshot (or, with since, the changes after REV
+//	                                                    if ID, from the last snapshot, is still the store's),
 //	                                                    then every change, plus heartbeats
 //
 // Errors are JSON APIError bodies: 400 bad_request, 401 unauthenticated,
 // 403 forbidden, 404 not_found, 405 method_not_allowed, 409 conflict,
-// 413 too_large, 500 internal, 503 unavailable.
+// 413 too_large, 429 too_many_endpoints, 503 unavailable.
 const PathPrefix = "/v1/registry/"
 
 // Defaults of HandlerConfig.
@@ -102,7 +104,15 @@ type HandlerConfig struct {
 	// Heartbeat is how often an idle watch stream gets a heartbeat line
 	// (DefaultHeartbeat if 0).
 	Heartbeat time.Duration
+	// MaxEndpoints bounds the entries one service may have
+	// (DefaultMaxEndpoints if 0), so that one identity cannot make every
+	// agent hold an unbounded table. It is checked before the write, not in
+	// the same transaction: concurrent registrations may overshoot slightly.
+	MaxEndpoints int
 }
+
+// DefaultMaxEndpoints is HandlerConfig.MaxEndpoints' default.
+const DefaultMaxEndpoints = 1024
 
 // Handler serves the registry API.
 type Handler struct {
@@ -128,6 +138,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.MaxEndpoints <= 0 {
+		cfg.MaxEndpoints = DefaultMaxEndpoints
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
 	h.mux.HandleFunc("POST /v1/registry/entries", h.authed(h.register))
@@ -223,6 +236,15 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, caller spiffe
 			return
 		}
 	}
+	keys, err := h.cfg.Store.Keys(r.Context(), e.Service)
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	if len(keys) >= h.cfg.MaxEndpoints && !slices.Contains(keys, e.Key()) {
+		writeError(w, &APIError{Status: http.StatusTooManyRequests, Code: "too_many_endpoints", Message: fmt.Sprintf("service %q already has %d endpoints, the most the registry accepts", e.Service, len(keys))})
+		return
+	}
 	got, err := h.cfg.Store.Put(r.Context(), e, ttl)
 	if err != nil {
 		h.storeError(w, r, err)
@@ -290,6 +312,16 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) {
 			return
 		}
 		since = v
+	}
+	if want := r.URL.Query().Get("store"); want != "" && since > 0 {
+		id, err := h.cfg.Store.ID(r.Context())
+		if err != nil {
+			h.storeError(w, r, err)
+			return
+		}
+		if want != id {
+			since = 0 // revisions of another store: start over with a snapshot
+		}
 	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")

@@ -341,3 +341,34 @@ func rawClient(t *testing.T, svid *x509svid.SVID) *http.Client {
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
 }
+
+// TestEndpointLimit: one identity cannot grow its service without bound.
+func TestEndpointLimit(t *testing.T) {
+	stores(t, func(t *testing.T, st registry.Store) {
+		m := serve(t, testca.New(t, td), st)
+		h, err := registry.NewHandler(registry.HandlerConfig{Store: st, TrustDomain: td, Logger: quietLogger(), MaxEndpoints: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.srv.Config.Handler = h
+		ctx := context.Background()
+		c := m.client(svcID("users"))
+		for _, addr := range []string{"10.0.0.1:1", "10.0.0.2:1"} {
+			if _, err := c.Register(ctx, reg("users", addr)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err = c.Register(ctx, reg("users", "10.0.0.3:1"))
+		var apiErr *registry.APIError
+		if !errors.As(err, &apiErr) || apiErr.Status != 429 || apiErr.Message != `service "users" already has 2 endpoints, the most the registry accepts` {
+			t.Fatalf("third endpoint: %v", err)
+		}
+		// Re-registering an existing endpoint is still fine.
+		if _, err := c.Register(ctx, reg("users", "10.0.0.2:1", "/users")); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(listRaw(t, c).Entries); n != 2 {
+			t.Fatalf("%d entries, want 2", n)
+		}
+	})
+}

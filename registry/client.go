@@ -27,7 +27,6 @@ const DefaultIdleTimeout = 3 * DefaultHeartbeat
 type Client struct {
 	hc   *http.Client
 	base *url.URL
-	// IdleTimeout: see DefaultIdleTimeout.
 	idle time.Duration
 }
 
@@ -43,6 +42,15 @@ func NewClient(hc *http.Client, baseURL string) (*Client, error) {
 	}
 	u.RawQuery, u.Fragment = "", ""
 	return &Client{hc: hc, base: u, idle: DefaultIdleTimeout}, nil
+}
+
+// SetIdleTimeout changes how long a watch stream may stay silent before
+// Watch gives up on it (DefaultIdleTimeout; keep it above the server's
+// heartbeat period).
+func (c *Client) SetIdleTimeout(d time.Duration) {
+	if d > 0 {
+		c.idle = d
+	}
 }
 
 // url joins the base URL and an already escaped path.
@@ -139,11 +147,21 @@ func (c *Client) List(ctx context.Context) (Snapshot, error) {
 // ends (nil), fn fails (its error), the stream breaks or stays silent for
 // the idle timeout (an error: reconnect from the last revision).
 func (c *Client) Watch(ctx context.Context, since int64, fn func(Event) error) error {
+	return c.WatchStore(ctx, "", since, fn)
+}
+
+// WatchStore is Watch resuming only within the store named store (the
+// Store of the last snapshot): a registry with another store answers with a
+// snapshot.
+func (c *Client) WatchStore(ctx context.Context, store string, since int64, fn func(Event) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	u := c.url("/v1/registry/watch")
 	if since > 0 {
 		u += "?since=" + strconv.FormatInt(since, 10)
+		if store != "" {
+			u += "&store=" + url.QueryEscape(store)
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -202,6 +220,8 @@ func checkEvent(ev Event) error {
 	return fmt.Errorf("unknown event type %q", ev.Type)
 }
 
+var errStreamEnded = errors.New("stream ended")
+
 func readLine(r *bufio.Reader, limit int) ([]byte, error) {
 	var buf []byte
 	for {
@@ -216,6 +236,8 @@ func readLine(r *bufio.Reader, limit int) ([]byte, error) {
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		case errors.Is(err, io.EOF) && len(buf) == 0:
+			return nil, errStreamEnded
+		case errors.Is(err, io.EOF):
 			return nil, io.ErrUnexpectedEOF
 		default:
 			return nil, err

@@ -67,6 +67,9 @@ func (k Key) String() string { return k.Service + "@" + k.Address }
 // Key returns the entry's key.
 func (e Entry) Key() Key { return Key{Service: e.Service, Address: e.Address} }
 
+// ID parses SPIFFEID (valid for every entry that passed Validate).
+func (e Entry) ID() (spiffeid.ID, error) { return spiffeid.FromString(e.SPIFFEID) }
+
 // Clone returns a deep copy, so that a stored entry is never shared.
 func (e Entry) Clone() Entry {
 	c := e

@@ -34,8 +34,46 @@ var (
 	prefixes   atomic.Int64
 )
 
+// tbLike is what the helpers need of a testing.TB; keeper provides it for
+// benchmark fixtures that outlive one benchmark run.
+type tbLike interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
+
+// keeper holds fixtures until the test binary exits.
+type keeper struct{}
+
+var (
+	atExitMu sync.Mutex
+	atExit   []func()
+)
+
+func (keeper) Helper()                           {}
+func (keeper) Fatal(args ...any)                 { panic(fmt.Sprint(args...)) }
+func (keeper) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+func (keeper) Cleanup(f func()) {
+	atExitMu.Lock()
+	atExit = append(atExit, f)
+	atExitMu.Unlock()
+}
+func (k keeper) TempDir() string {
+	dir, err := os.MkdirTemp("", "meshguard-registry-bench-")
+	if err != nil {
+		panic(err)
+	}
+	k.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
+	for i := len(atExit) - 1; i >= 0; i-- {
+		atExit[i]()
+	}
 	if etcdServer != nil {
 		etcdServer.Close()
 	}
@@ -43,7 +81,7 @@ func TestMain(m *testing.M) {
 }
 
 // sharedEtcd starts the package's etcd on first use.
-func sharedEtcd(tb testing.TB) *etcdtest.Server {
+func sharedEtcd(tb tbLike) *etcdtest.Server {
 	tb.Helper()
 	etcdOnce.Do(func() { etcdServer, etcdErr = etcdtest.Start() })
 	if etcdErr != nil {
@@ -55,7 +93,7 @@ func sharedEtcd(tb testing.TB) *etcdtest.Server {
 // newEtcdPrefix returns a fresh key prefix, so tests sharing the server do not meet.
 func newEtcdPrefix() string { return fmt.Sprintf("/t%d/", prefixes.Add(1)) }
 
-func openEtcd(tb testing.TB, prefix string) *etcdstore.Store {
+func openEtcd(tb tbLike, prefix string) *etcdstore.Store {
 	tb.Helper()
 	s, err := etcdstore.Open(context.Background(), sharedEtcd(tb).Endpoints, etcdstore.Options{Prefix: prefix})
 	if err != nil {
@@ -82,7 +120,7 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func openBolt(tb testing.TB, clock *fakeClock) *boltstore.Store {
+func openBolt(tb tbLike, clock *fakeClock) *boltstore.Store {
 	tb.Helper()
 	s, err := boltstore.Open(filepath.Join(tb.TempDir(), "registry.db"), boltstore.Options{Now: clock.Now})
 	if err != nil {
@@ -94,7 +132,7 @@ func openBolt(tb testing.TB, clock *fakeClock) *boltstore.Store {
 
 // mesh is a test CA with a registry API server and clients for identities.
 type mesh struct {
-	tb  testing.TB
+	tb  tbLike
 	ca  *testca.CA
 	srv *httptest.Server
 }
@@ -103,7 +141,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard
 
 // serve starts the registry API on a TLS listener like `ca serve`'s: a CA
 // certificate for the server, client certificates verified if given.
-func serve(tb testing.TB, ca *testca.CA, st registry.Store) *mesh {
+func serve(tb tbLike, ca *testca.CA, st registry.Store) *mesh {
 	tb.Helper()
 	h, err := registry.NewHandler(registry.HandlerConfig{Store: st, TrustDomain: td, Logger: quietLogger()})
 	if err != nil {
@@ -155,7 +193,7 @@ func reg(service, addr string, routes ...string) registry.Registration {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(tb testing.TB, what string, cond func() bool) {
+func eventually(tb tbLike, what string, cond func() bool) {
 	tb.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

@@ -57,11 +57,17 @@ type Store interface {
 	Delete(ctx context.Context, k Key) error
 	// List returns every live entry and the revision they were read at.
 	List(ctx context.Context) (Snapshot, error)
+	// Keys returns the keys of the service's live entries (cheap: no values).
+	Keys(ctx context.Context, service string) ([]Key, error)
 	// Watch calls fn with a snapshot event and then with every change, in
 	// revision order, until ctx ends (nil error), fn fails (its error) or the
 	// store fails. With since > 0 it first tries to resume: it sends the
 	// changes after since and a snapshot only if they are no longer known.
 	Watch(ctx context.Context, since int64, fn func(Event) error) error
+	// ID names this store's history: revisions from a store with another
+	// ID (a new etcd cluster, a recreated file) mean nothing here, so a
+	// watcher that resumes with another ID gets a snapshot.
+	ID(ctx context.Context) (string, error)
 	// Close releases the store.
 	Close() error
 }
@@ -91,6 +97,8 @@ const (
 type Event struct {
 	Type     EventType `json:"type"`
 	Revision int64     `json:"revision"`
-	Entry    *Entry    `json:"entry,omitempty"`
-	Entries  []Entry   `json:"entries,omitempty"`
+	// Store is the store's ID, on snapshots only.
+	Store   string  `json:"store,omitempty"`
+	Entry   *Entry  `json:"entry,omitempty"`
+	Entries []Entry `json:"entries,omitempty"`
 }

@@ -18,6 +18,7 @@ const compactAt = 128
 // modify them.
 type Table struct {
 	rev   int64
+	store string // ID of the store rev belongs to
 	count int
 	base  *tableBase
 	// overlay: services changed since base (nil slice: service gone) and
@@ -78,6 +79,14 @@ func (t *Table) Revision() int64 {
 		return 0
 	}
 	return t.rev
+}
+
+// Store is the ID of the registry store the revision belongs to ("" if unknown).
+func (t *Table) Store() string {
+	if t == nil {
+		return ""
+	}
+	return t.store
 }
 
 // Len is the number of entries.
@@ -184,7 +193,7 @@ func (t *Table) apply(ev Event) *Table {
 	if len(eps) == 0 {
 		eps = nil
 	}
-	nt := &Table{rev: ev.Revision, count: count, base: t.base,
+	nt := &Table{rev: ev.Revision, store: t.store, count: count, base: t.base,
 		services: make(map[string][]Entry, len(t.services)+1),
 		routes:   make(map[string]string, len(t.routes)+len(e.Routes))}
 	for k, v := range t.services {

@@ -58,6 +58,7 @@ type Watcher struct {
 
 type persisted struct {
 	Revision int64     `json:"revision"`
+	Store    string    `json:"store,omitempty"`
 	SavedAt  time.Time `json:"saved_at"`
 	Synced   time.Time `json:"synced"`
 	Entries  []Entry   `json:"entries"`
@@ -121,7 +122,9 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 				cfg.Logger.Warn("ignoring persisted registry snapshot", logkey.Error, err.Error())
 			}
 		} else {
-			w.table.Store(NewTable(p.Revision, p.Entries))
+			t := NewTable(p.Revision, p.Entries)
+			t.store = p.Store
+			w.table.Store(t)
 			w.revision.Set(float64(p.Revision))
 			if !p.Synced.IsZero() {
 				w.lastSync.Store(p.Synced.UnixNano())
@@ -151,7 +154,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		progressed := false
-		err := w.cfg.Client.Watch(ctx, w.Table().Revision(), func(ev Event) error {
+		cur := w.Table()
+		err := w.cfg.Client.WatchStore(ctx, cur.Store(), cur.Revision(), func(ev Event) error {
 			w.lastSync.Store(w.cfg.Now().UnixNano())
 			if ev.Type == EventHeartbeat {
 				return nil
@@ -194,6 +198,7 @@ func (w *Watcher) apply(ev Event) error {
 			valid = append(valid, e)
 		}
 		next = NewTable(ev.Revision, valid)
+		next.store = ev.Store
 	case EventPut, EventDelete:
 		if ev.Revision <= cur.Revision() {
 			return nil // already applied (a resumed stream may repeat)
@@ -263,7 +268,7 @@ func (w *Watcher) save(t *Table) error {
 	if entries == nil {
 		entries = []Entry{}
 	}
-	p := persisted{Revision: t.Revision(), SavedAt: w.cfg.Now(), Entries: entries}
+	p := persisted{Revision: t.Revision(), Store: t.Store(), SavedAt: w.cfg.Now(), Entries: entries}
 	if last := w.lastSync.Load(); last != 0 {
 		p.Synced = time.Unix(0, last).UTC()
 	}

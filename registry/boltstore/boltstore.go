@@ -3,7 +3,9 @@ package boltstore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,7 @@ var (
 	bucketClaims  = []byte("claims")
 	bucketMeta    = []byte("meta")
 	keyRevision   = []byte("revision")
+	keyID         = []byte("id")
 )
 
 // Defaults of Options.
@@ -49,6 +52,7 @@ type Store struct {
 	db   *bolt.DB
 	opts Options
 
+	id      string
 	mu      sync.Mutex
 	rev     int64
 	expiry  map[registry.Key]time.Time
@@ -92,17 +96,57 @@ func Open(path string, opts Options) (*Store, error) {
 				return err
 			}
 		}
-		if v := tx.Bucket(bucketMeta).Get(keyRevision); len(v) == 8 {
+		meta := tx.Bucket(bucketMeta)
+		if id := meta.Get(keyID); id != nil {
+			s.id = string(id)
+		} else {
+			var b [16]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return err
+			}
+			s.id = "bolt-" + hex.EncodeToString(b[:])
+			if err := meta.Put(keyID, []byte(s.id)); err != nil {
+				return err
+			}
+		}
+		if v := meta.Get(keyRevision); len(v) == 8 {
 			s.rev = int64(binary.BigEndian.Uint64(v))
 		}
-		return tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+		// Agents could not renew while the CA was down: every lease gets at
+		// least its full TTL from now, so a restart does not expire the
+		// whole registry at once.
+		now := opts.Now()
+		entries := tx.Bucket(bucketEntries)
+		type fix struct {
+			k []byte
+			v []byte
+		}
+		var fixes []fix
+		err := entries.ForEach(func(k, v []byte) error {
 			var r record
 			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decode entry: %w", err)
+				return fmt.Errorf("decode entry %q: %w", k, err)
+			}
+			if floor := now.Add(r.TTL); r.Entry.Expires.Before(floor) {
+				r.Entry.Expires = floor
+				nv, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				fixes = append(fixes, fix{append([]byte(nil), k...), nv})
 			}
 			s.expiry[r.Entry.Key()] = r.Entry.Expires
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		for _, f := range fixes {
+			if err := entries.Put(f.k, f.v); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -121,6 +165,9 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	return s.db.Close()
 }
+
+// ID implements registry.Store: a random name made when the file was created.
+func (s *Store) ID(context.Context) (string, error) { return s.id, nil }
 
 // Run expires leases every SweepEvery until ctx ends.
 func (s *Store) Run(ctx context.Context) error {
@@ -263,15 +310,14 @@ func (s *Store) Delete(ctx context.Context, k registry.Key) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.deleteLocked(k, false); err != nil {
+	if err := s.deleteLocked(k); err != nil {
 		return fmt.Errorf("delete %s: %w", k, err)
 	}
 	return nil
 }
 
-// deleteLocked removes k in its own transaction and revision. With
-// onlyExpired it leaves an entry whose lease was renewed meanwhile.
-func (s *Store) deleteLocked(k registry.Key, onlyExpired bool) error {
+// deleteLocked removes k in its own transaction and revision.
+func (s *Store) deleteLocked(k registry.Key) error {
 	rev := s.rev + 1
 	var gone registry.Entry
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -281,9 +327,6 @@ func (s *Store) deleteLocked(k registry.Key, onlyExpired bool) error {
 		}
 		if r == nil {
 			return registry.ErrNotFound
-		}
-		if onlyExpired && r.Entry.Expires.After(s.opts.Now()) {
-			return errRenewed
 		}
 		for _, route := range r.Entry.Routes {
 			if err := tx.Bucket(bucketClaims).Delete(claimKey(route, k)); err != nil {
@@ -306,11 +349,12 @@ func (s *Store) deleteLocked(k registry.Key, onlyExpired bool) error {
 	return nil
 }
 
-var errRenewed = errors.New("lease renewed")
-
 // Expire deletes every entry whose lease has ended by the injected clock
 // and returns how many it deleted. Each deletion is one revision.
 func (s *Store) Expire(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.opts.Now()
@@ -320,21 +364,66 @@ func (s *Store) Expire(ctx context.Context) (int, error) {
 			due = append(due, k)
 		}
 	}
-	sort.Slice(due, func(i, j int) bool { return due[i].String() < due[j].String() })
-	n := 0
-	for _, k := range due {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		switch err := s.deleteLocked(k, true); err {
-		case nil:
-			n++
-		case errRenewed, registry.ErrNotFound:
-		default:
-			return n, fmt.Errorf("expire %s: %w", k, err)
-		}
+	if len(due) == 0 {
+		return 0, nil
 	}
-	return n, nil
+	sort.Slice(due, func(i, j int) bool { return due[i].String() < due[j].String() })
+	// One transaction (one fsync) for the whole sweep, one revision per entry.
+	rev := s.rev
+	var gone []registry.Entry
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, k := range due {
+			r, err := getRecord(tx, k)
+			if err != nil {
+				return err
+			}
+			if r == nil || r.Entry.Expires.After(now) {
+				continue
+			}
+			for _, route := range r.Entry.Routes {
+				if err := tx.Bucket(bucketClaims).Delete(claimKey(route, k)); err != nil {
+					return err
+				}
+			}
+			if err := tx.Bucket(bucketEntries).Delete(entryKey(k)); err != nil {
+				return err
+			}
+			rev++
+			e := r.Entry
+			e.Revision = rev
+			gone = append(gone, e)
+		}
+		return s.bumpLocked(tx, rev)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("expire leases: %w", err)
+	}
+	s.rev = rev
+	for i := range gone {
+		delete(s.expiry, gone[i].Key())
+		s.publishLocked(registry.Event{Type: registry.EventDelete, Revision: gone[i].Revision, Entry: &gone[i]})
+	}
+	return len(gone), nil
+}
+
+// Keys implements registry.Store.
+func (s *Store) Keys(ctx context.Context, service string) ([]registry.Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var keys []registry.Key
+	p := []byte(service + "\x00")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			keys = append(keys, registry.Key{Service: service, Address: string(k[len(p):])})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys of %s: %w", service, err)
+	}
+	return keys, nil
 }
 
 // List implements registry.Store.
@@ -404,7 +493,7 @@ func (s *Store) Watch(ctx context.Context, since int64, fn func(registry.Event) 
 			s.mu.Unlock()
 			return err
 		}
-		first = []registry.Event{{Type: registry.EventSnapshot, Revision: snap.Revision, Entries: snap.Entries}}
+		first = []registry.Event{{Type: registry.EventSnapshot, Revision: snap.Revision, Store: s.id, Entries: snap.Entries}}
 	}
 	sub := &subscriber{ch: make(chan registry.Event, s.opts.WatchBuffer)}
 	s.subs[sub] = struct{}{}

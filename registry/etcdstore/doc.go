@@ -9,6 +9,10 @@
 //	st, err := etcdstore.Open(ctx, eps, etcdstore.Options{})
 //	defer st.Close()
 //
+// The store never compacts etcd (the cluster may be shared): run etcd with
+// --auto-compaction-retention. A watcher resuming from a compacted revision
+// gets a fresh snapshot.
+//
 // Tests run against a real etcd started in process (registry/internal/etcdtest).
 // It imports only the registry package and the etcd client.
 package etcdstore

@@ -43,6 +43,9 @@ type Store struct {
 	cli  *clientv3.Client
 	own  bool
 	opts Options
+
+	mu sync.Mutex
+	id string
 }
 
 type record struct {
@@ -105,6 +108,25 @@ func (s *Store) Close() error {
 		return s.cli.Close()
 	}
 	return nil
+}
+
+// ID implements registry.Store: the etcd cluster ID and the prefix.
+func (s *Store) ID(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	id := s.id
+	s.mu.Unlock()
+	if id != "" {
+		return id, nil
+	}
+	resp, err := s.cli.Get(ctx, s.entriesPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return "", fmt.Errorf("read etcd cluster ID: %w", err)
+	}
+	id = fmt.Sprintf("etcd-%016x%s", resp.Header.ClusterId, s.opts.Prefix)
+	s.mu.Lock()
+	s.id = id
+	s.mu.Unlock()
+	return id, nil
 }
 
 // Run does nothing until ctx ends: leases are etcd's. It exists so that
@@ -268,6 +290,24 @@ func (s *Store) Delete(ctx context.Context, k registry.Key) error {
 	return nil
 }
 
+// Keys implements registry.Store.
+func (s *Store) Keys(ctx context.Context, service string) ([]registry.Key, error) {
+	p := s.entriesPrefix() + url.PathEscape(service) + "/"
+	resp, err := s.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list keys of %s: %w", service, err)
+	}
+	keys := make([]registry.Key, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		addr, err := url.PathUnescape(strings.TrimPrefix(string(kv.Key), p))
+		if err != nil {
+			return nil, fmt.Errorf("list keys of %s: %q: %w", service, kv.Key, err)
+		}
+		keys = append(keys, registry.Key{Service: service, Address: addr})
+	}
+	return keys, nil
+}
+
 func (s *Store) list(ctx context.Context) (registry.Snapshot, []int64, error) {
 	resp, err := s.cli.Get(ctx, s.entriesPrefix(), clientv3.WithPrefix())
 	if err != nil {
@@ -331,7 +371,11 @@ func (s *Store) Watch(ctx context.Context, since int64, fn func(registry.Event) 
 			if err != nil {
 				return fmt.Errorf("watch: %w", err)
 			}
-			if err := fn(registry.Event{Type: registry.EventSnapshot, Revision: snap.Revision, Entries: snap.Entries}); err != nil {
+			id, err := s.ID(ctx)
+			if err != nil {
+				return fmt.Errorf("watch: %w", err)
+			}
+			if err := fn(registry.Event{Type: registry.EventSnapshot, Revision: snap.Revision, Store: id, Entries: snap.Entries}); err != nil {
 				return err
 			}
 			next = snap.Revision + 1

@@ -12,6 +12,7 @@ import (
 	"github.com/meshguard/meshguard/registry/etcdstore"
 	"github.com/meshguard/meshguard/registry/internal/etcdtest"
 	"github.com/meshguard/meshguard/registry/storetest"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 var (
@@ -95,5 +96,42 @@ func TestParseURL(t *testing.T) {
 				t.Fatalf("= %v, %v; want %s", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestResumeAfterCompaction: a watcher resuming from a revision etcd has
+// compacted away gets a snapshot instead of a gap.
+func TestResumeAfterCompaction(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	a, err := s.Put(ctx, storetest.Entry("users", "10.0.0.1:1"), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Put(ctx, storetest.Entry("web", "10.0.0.2:1"), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: server.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Compact(ctx, b.Revision); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var first registry.Event
+	err = s.Watch(wctx, a.Revision-1, func(ev registry.Event) error {
+		first = ev
+		cancel()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Type != registry.EventSnapshot || len(first.Entries) != 2 || first.Revision < b.Revision {
+		t.Fatalf("first event after compaction %+v, want a snapshot of 2 entries", first)
 	}
 }

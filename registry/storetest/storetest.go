@@ -58,6 +58,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Watch", func(t *testing.T) { testWatch(t, h) })
 	t.Run("WatchResume", func(t *testing.T) { testWatchResume(t, h) })
 	t.Run("Expiry", func(t *testing.T) { testExpiry(t, h) })
+	t.Run("ID", func(t *testing.T) { testID(t, h) })
 	if h.Advance != nil {
 		t.Run("RenewKeepsLease", func(t *testing.T) { testRenewKeepsLease(t, h) })
 	}
@@ -125,7 +126,27 @@ func testPutList(t *testing.T, h Harness) {
 	if a.Expires.Before(before.Add(longTTL - 5*time.Second)) {
 		t.Fatalf("Expires %v, want about now+%v", a.Expires, longTTL)
 	}
-	snap := wantEntries(t, s, a, b)
+	b2 := mustPut(t, s, Entry("web", "[fd00::1]:15443", "/", "/static"), longTTL)
+	keys, err := s.Keys(ctx(t), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Address < keys[j].Address })
+	if want := []registry.Key{b.Key(), b2.Key()}; !reflect.DeepEqual(keys, want) {
+		t.Fatalf("Keys(web) = %v, want %v", keys, want)
+	}
+	if keys, err := s.Keys(ctx(t), "nobody"); err != nil || len(keys) != 0 {
+		t.Fatalf("Keys(nobody) = %v, %v", keys, err)
+	}
+	// A service whose name is a prefix of another's has only its own keys.
+	mustPut(t, s, Entry("web2", "10.0.0.3:15443"), longTTL)
+	if keys, _ := s.Keys(ctx(t), "web"); len(keys) != 2 {
+		t.Fatalf("Keys(web) = %v after adding web2", keys)
+	}
+	if err := s.Delete(ctx(t), Entry("web2", "10.0.0.3:15443").Key()); err != nil {
+		t.Fatal(err)
+	}
+	snap := wantEntries(t, s, a, b, b2)
 	if snap.Revision < b.Revision {
 		t.Fatalf("List revision %d < last put %d", snap.Revision, b.Revision)
 	}
@@ -434,7 +455,14 @@ func testReopen(t *testing.T, h Harness) {
 	a := mustPut(t, s, Entry("users", "10.0.0.1:15443", "/users"), longTTL)
 	b := mustPut(t, s, Entry("web", "10.0.0.2:15443", "/web"), longTTL)
 	before := mustList(t, s)
+	id, err := s.ID(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	s = h.Reopen(t, s)
+	if id2, err := s.ID(ctx(t)); err != nil || id2 != id {
+		t.Fatalf("ID after reopen = %q, %v; want %q", id2, err, id)
+	}
 	after := wantEntries(t, s, a, b)
 	if after.Revision != before.Revision {
 		t.Fatalf("revision %d after reopen, want %d", after.Revision, before.Revision)
@@ -445,5 +473,30 @@ func testReopen(t *testing.T, h Harness) {
 	c := mustPut(t, s, Entry("orders", "10.0.0.3:15443"), longTTL)
 	if c.Revision <= before.Revision {
 		t.Fatalf("revision %d after reopen, want > %d", c.Revision, before.Revision)
+	}
+}
+
+func testID(t *testing.T, h Harness) {
+	s1, s2 := h.New(t), h.New(t)
+	id1, err := s1.ID(ctx(t))
+	if err != nil || id1 == "" {
+		t.Fatalf("ID = %q, %v", id1, err)
+	}
+	if again, _ := s1.ID(ctx(t)); again != id1 {
+		t.Fatalf("ID changed from %q to %q", id1, again)
+	}
+	if id2, _ := s2.ID(ctx(t)); id2 == id1 {
+		t.Fatalf("two stores share the ID %q", id1)
+	}
+	var got string
+	c, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	err = s1.Watch(c, 0, func(ev registry.Event) error {
+		got = ev.Store
+		cancel()
+		return nil
+	})
+	if err != nil || got != id1 {
+		t.Fatalf("snapshot event store %q (%v), want %q", got, err, id1)
 	}
 }
