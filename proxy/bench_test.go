@@ -24,7 +24,7 @@ func BenchmarkTwoAgents(b *testing.B) {
 		_, _ = io.WriteString(w, "hello from users\n")
 	})
 	for _, proto := range []string{"h1", "h2c"} {
-		for _, path := range []string{"direct", "mesh", "mesh-rego"} {
+		for _, path := range []string{"direct", "mesh", "mesh-rego", "mesh-h2capp"} {
 			b.Run(path+"-"+proto, func(b *testing.B) {
 				// The app speaks HTTP/1.1 and h2c (for the direct-h2c
 				// baseline); the inbound calls it over HTTP/1.1.
@@ -41,6 +41,9 @@ func BenchmarkTwoAgents(b *testing.B) {
 						b.Fatal(err)
 					}
 					opts.inTweak = func(c *InboundConfig) { c.Authorizer = engine }
+				}
+				if path == "mesh-h2capp" {
+					opts.inTweak = func(c *InboundConfig) { c.AppProtocol = AppH2C }
 				}
 				m := newMesh(b, opts)
 				url := m.outURL + "/users/42"

@@ -102,6 +102,10 @@ func (s *h1Scanner) onLine(line []byte) {
 			if len(line) == 0 {
 				return // tolerate blank lines between requests
 			}
+			if bytes.HasPrefix(line, []byte("PRI * HTTP/2")) {
+				s.lose() // h2c prior knowledge: HTTP/2 requests never ask
+				return
+			}
 			s.started = true
 			return
 		}
@@ -180,10 +184,20 @@ func asciiEqualFold(b []byte, s string) bool {
 	return true
 }
 
+// maxVerdicts bounds the queue of verdicts not yet asked for (pipelined
+// requests read ahead of the handler); past it the scanner gives up.
+const maxVerdicts = 256
+
 func (s *h1Scanner) push(refuse bool) {
 	s.mu.Lock()
-	s.verdicts = append(s.verdicts, refuse)
+	full := len(s.verdicts) >= maxVerdicts
+	if !full {
+		s.verdicts = append(s.verdicts, refuse)
+	}
 	s.mu.Unlock()
+	if full {
+		s.lose()
+	}
 }
 
 func (s *h1Scanner) lose() {
@@ -236,8 +250,12 @@ func (l plainListener) Accept() (net.Conn, error) {
 }
 
 // tlsListener performs the TLS handshake itself (concurrently, with a
-// deadline) and hands net/http a *tls.Conn for h2 (which net/http's HTTP/2
-// server requires) or a framingConn over the *tls.Conn for HTTP/1.1.
+// deadline, bounded) and hands net/http each connection as a framingConn
+// over a batchConn. net/http then sees plaintext: HTTP/1.1 (watched by the
+// framing scanner) or HTTP/2 with prior knowledge (the peer negotiated h2 by
+// ALPN). The TLS state reaches handlers through ConnContext instead of
+// r.TLS, and the server's response frames are batched into fewer TLS
+// records and syscalls, as on the client side.
 type tlsListener struct {
 	inner   net.Listener
 	conf    *tls.Config
@@ -312,10 +330,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		_ = tc.Close()
 		return
 	}
-	var c net.Conn = tc
-	if tc.ConnectionState().NegotiatedProtocol != alpnH2 {
-		c = &framingConn{Conn: tc, tls: tc}
-	}
+	c := &framingConn{Conn: newBatchConn(tc), tls: tc}
 	select {
 	case l.ready <- c:
 	case <-l.done:

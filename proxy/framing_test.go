@@ -56,6 +56,16 @@ func TestH1ScannerVerdicts(t *testing.T) {
 	if !s.refuse() || !s.refuse() {
 		t.Fatal("a lost scanner must refuse later requests (fail closed)")
 	}
+	var h2c h1Scanner
+	h2c.feed([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\n\n\n\n"))
+	if !h2c.lost || len(h2c.verdicts) != 0 {
+		t.Fatalf("h2c preface: lost %v, verdicts %v; want the scanner to stop", h2c.lost, h2c.verdicts)
+	}
+	var flood h1Scanner
+	flood.feed([]byte(strings.Repeat("GET / HTTP/1.1\r\n\r\n", maxVerdicts+1)))
+	if !flood.lost || len(flood.verdicts) != maxVerdicts {
+		t.Fatalf("unasked verdicts not bounded: %d queued, lost %v", len(flood.verdicts), flood.lost)
+	}
 	var long h1Scanner
 	long.feed([]byte("GET / HTTP/1.1\r\nX: " + strings.Repeat("a", maxScanLine+1)))
 	if !long.lost {

@@ -78,7 +78,7 @@ type Inbound struct {
 // the bundle generation it was last verified against.
 type inConn struct {
 	chain []*x509.Certificate // the peer's certificates, verified at the handshake
-	scan  *h1Scanner          // HTTP/1.1 framing verdicts; nil on HTTP/2
+	scan  *h1Scanner          // HTTP/1.1 framing verdicts
 	gen   atomic.Uint64
 	once  sync.Once
 	peer  spiffeid.ID
@@ -159,18 +159,17 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			ic := &inConn{}
 			ic.gen.Store(in.gen.Load())
-			switch cc := c.(type) {
-			case *tls.Conn:
-				ic.chain = cc.ConnectionState().PeerCertificates
-			case *framingConn:
-				ic.chain = cc.tls.ConnectionState().PeerCertificates
-				ic.scan = &cc.scan
+			if fc, ok := c.(*framingConn); ok && fc.tls != nil {
+				ic.chain = fc.tls.ConnectionState().PeerCertificates
+				ic.scan = &fc.scan
 			}
 			return context.WithValue(ctx, inConnKey{}, ic)
 		},
 	}
+	// TLS is terminated by tlsListener: net/http sees HTTP/1.1 or HTTP/2
+	// with prior knowledge over the decrypted stream.
 	in.srv.Protocols.SetHTTP1(true)
-	in.srv.Protocols.SetHTTP2(true)
+	in.srv.Protocols.SetUnencryptedHTTP2(true)
 	return in, nil
 }
 

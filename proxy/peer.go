@@ -157,9 +157,10 @@ func (p *peer) dialConn() (*pconn, error) {
 	}
 	tc := nc.(*tls.Conn)
 	o.cfg.Metrics.hsOut.Inc()
-	cc, err := o.h2.NewClientConn(tc)
+	bc := newBatchConn(tc)
+	cc, err := o.h2.NewClientConn(bc)
 	if err != nil {
-		_ = tc.Close()
+		_ = bc.Close()
 		return nil, fmt.Errorf("dial %s at %s: start HTTP/2: %w", p.id, p.addr, err)
 	}
 	o.cfg.Metrics.upstreams.Inc()
