@@ -113,8 +113,9 @@ func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg pro
 func (d *dataPlane) startListeners() error {
 	var err error
 	d.inbound, err = proxy.NewInbound(proxy.InboundConfig{
-		Listener: d.inLn, App: d.cfg.app, Service: d.cfg.service, Source: d.src, Authorizer: d.authorizer,
-		Metrics: d.metrics, Logger: d.log, RequestTimeout: d.cfg.requestTimeout,
+		Listener: d.inLn, App: d.cfg.app, AppProtocol: d.cfg.appProtocol, Service: d.cfg.service,
+		Source: d.src, Authorizer: d.authorizer, Metrics: d.metrics, Logger: d.log,
+		RequestTimeout: d.cfg.requestTimeout, MaxHeaderBytes: d.cfg.maxHeaderBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("inbound: %w", err)
@@ -122,7 +123,7 @@ func (d *dataPlane) startListeners() error {
 	d.inLn = nil // owned by the inbound now
 	d.outbound, err = proxy.NewOutbound(proxy.OutboundConfig{
 		Listener: d.outLn, Source: d.src, Peers: d.peers, Metrics: d.metrics, Logger: d.log,
-		RequestTimeout: d.cfg.requestTimeout,
+		RequestTimeout: d.cfg.requestTimeout, MaxHeaderBytes: d.cfg.maxHeaderBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("outbound: %w", err)

@@ -71,6 +71,8 @@ type agentConfig struct {
 	decisionCache  int
 	policyTimeout  time.Duration
 	requestTimeout time.Duration
+	appProtocol    string // proxy.AppHTTP1 or proxy.AppH2C
+	maxHeaderBytes int
 }
 
 // maxSocketPath is the longest unix socket path the kernel accepts.
@@ -111,6 +113,8 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	fs.IntVar(&c.decisionCache, "decision-cache", 10000, "decision cache entries (0 disables it)")
 	fs.DurationVar(&c.policyTimeout, "policy-timeout", 100*time.Millisecond, "deadline for one policy evaluation")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 15*time.Second, "per-request timeout")
+	fs.StringVar(&c.appProtocol, "app-protocol", proxy.AppHTTP1, "how inbound talks to --app: http1 (keep-alive pool) or h2c (for gRPC apps)")
+	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "largest request header block accepted on inbound and outbound (431 beyond)")
 	for _, add := range extraFlags {
 		add(fs)
 	}
@@ -119,6 +123,12 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	}
 	c.routes, c.peers = routes, nil
 	n := fs.Name()
+	if c.appProtocol != proxy.AppHTTP1 && c.appProtocol != proxy.AppH2C {
+		return nil, usagef("%s: --app-protocol %q: want %s or %s", n, c.appProtocol, proxy.AppHTTP1, proxy.AppH2C)
+	}
+	if c.maxHeaderBytes < 4<<10 || c.maxHeaderBytes > 1<<20 {
+		return nil, usagef("%s: --max-header-bytes %d out of range (4096..1048576)", n, c.maxHeaderBytes)
+	}
 	if !(c.auditAllowed >= 0 && c.auditAllowed <= 1) { // also refuses NaN
 		return nil, usagef("%s: --audit-allowed %v: want a fraction from 0 to 1, e.g. 0.01", n, c.auditAllowed)
 	}

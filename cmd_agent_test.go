@@ -51,6 +51,8 @@ func TestAgentBadFlags(t *testing.T) {
 		{name: "no service", args: []string{"agent", "--ca", "https://ca:8443", "--ca-fingerprint", fp, "--token", "t"}, wantErr: "--service is required"},
 		{name: "route with dot segment", args: with("--route", "/api/../admin"), wantErr: `--route "/api/../admin": invalid route`},
 		{name: "route with escape", args: with("--route", "/a%2Fb"), wantErr: `--route "/a%2Fb": invalid route`},
+		{name: "bad app protocol", args: with("--app-protocol", "h3"), wantErr: `--app-protocol "h3": want http1 or h2c`},
+		{name: "tiny max header bytes", args: with("--max-header-bytes", "10"), wantErr: "--max-header-bytes 10 out of range"},
 		{name: "weight too high", args: with("--weight", "1001"), wantErr: "--weight 1001 out of range (1..1000)"},
 		{name: "audit-allowed above 1", args: with("--audit-allowed", "1.5"), wantErr: "--audit-allowed 1.5: want a fraction from 0 to 1"},
 		{name: "audit-allowed NaN", args: with("--audit-allowed", "NaN"), wantErr: "--audit-allowed NaN"},
