@@ -19,7 +19,6 @@ import (
 	"github.com/meshguard/meshguard/identity/workload"
 	"github.com/meshguard/meshguard/internal/testca"
 	"github.com/meshguard/meshguard/proxy"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -166,44 +165,12 @@ func logValue(t *testing.T, logs *syncBuffer, msg, key string) string {
 	return ""
 }
 
-// upstream is a Workload API whose SVID the test rotates.
-type upstream struct {
-	mu      sync.Mutex
-	svid    *x509svid.SVID
-	bundle  *x509bundle.Bundle
-	changed chan struct{}
-}
-
-func (u *upstream) GetX509SVID() (*x509svid.SVID, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.svid, nil
-}
-
-func (u *upstream) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	return u.bundle.GetX509BundleForTrustDomain(td)
-}
-
-func (u *upstream) Changed() <-chan struct{} {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.changed
-}
-
-func (u *upstream) set(s *x509svid.SVID) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.svid = s
-	close(u.changed)
-	u.changed = make(chan struct{})
-}
-
 // TestAgentFromWorkloadAPI runs the agent in-process with its identity from
 // an upstream Workload API, serving its own Workload API and admin.
 func TestAgentFromWorkloadAPI(t *testing.T) {
 	id := spiffeid.RequireFromString("spiffe://example.org/svc/web")
 	ca := testca.New(t, id.TrustDomain()).Intermediate()
-	up := &upstream{svid: ca.SVID(id, testca.Options{}), bundle: ca.Bundle(), changed: make(chan struct{})}
+	up := testca.NewSource(ca.SVID(id, testca.Options{}), ca.Bundle())
 	dir, err := os.MkdirTemp("", "agent")
 	if err != nil {
 		t.Fatal(err)
@@ -276,14 +243,14 @@ func TestAgentFromWorkloadAPI(t *testing.T) {
 	}
 	defer xs.Close()
 	got, _ := xs.GetX509SVID()
-	if !got.Certificates[0].Equal(up.svid.Certificates[0]) {
+	if !got.Certificates[0].Equal(up.Current().Certificates[0]) {
 		t.Fatal("agent served a different SVID")
 	}
 	if _, _, err := x509svid.Verify(got.Certificates, xs); err != nil {
 		t.Fatal(err)
 	}
 	next := ca.SVID(id, testca.Options{})
-	up.set(next)
+	up.Set(next, nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s, _ := xs.GetX509SVID()

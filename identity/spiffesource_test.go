@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,47 +14,11 @@ import (
 	"github.com/meshguard/meshguard/internal/testca"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// upstream is a Workload API source the test controls.
-type upstream struct {
-	mu      sync.Mutex
-	svid    *x509svid.SVID
-	bundle  *x509bundle.Bundle
-	changed chan struct{}
-}
-
-func (u *upstream) GetX509SVID() (*x509svid.SVID, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.svid, nil
-}
-
-func (u *upstream) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.bundle.GetX509BundleForTrustDomain(td)
-}
-
-func (u *upstream) Changed() <-chan struct{} {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.changed
-}
-
-func (u *upstream) set(s *x509svid.SVID) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.svid = s
-	close(u.changed)
-	u.changed = make(chan struct{})
-}
-
 // serveUpstream serves u as a Workload API until the test ends.
-func serveUpstream(t *testing.T, u *upstream) string {
+func serveUpstream(t *testing.T, u *testca.Source) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "up")
 	if err != nil {
@@ -79,7 +42,7 @@ func TestWorkloadAPISource(t *testing.T) {
 	// ID); Bootstrap must wait for an acceptable one.
 	bad := ca.SVID(webID, testca.Options{URIs: []string{"spiffe://example.org"}})
 	bad.ID = webID.TrustDomain().ID()
-	up := &upstream{svid: bad, bundle: ca.Bundle(), changed: make(chan struct{})}
+	up := testca.NewSource(bad, ca.Bundle())
 	addr := serveUpstream(t, up)
 
 	clk := clock.NewFake(time.Now())
@@ -96,7 +59,7 @@ func TestWorkloadAPISource(t *testing.T) {
 	case <-time.After(200 * time.Millisecond): // bounded wait for a non-event
 	}
 	good := ca.SVID(webID, testca.Options{NotAfter: time.Now().Add(time.Hour)})
-	up.set(good)
+	up.Set(good, nil)
 	if err := <-boot; err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +83,7 @@ func TestWorkloadAPISource(t *testing.T) {
 	// A rotation upstream is a change here, counted once.
 	changed := src.Changed()
 	next := ca.SVID(webID, testca.Options{NotAfter: time.Now().Add(2 * time.Hour)})
-	up.set(next)
+	up.Set(next, nil)
 	<-changed
 	waitFor(t, "the rotation", func() bool { s, _ := src.GetX509SVID(); return s.Certificates[0].Equal(next.Certificates[0]) })
 	want := `
@@ -133,7 +96,7 @@ meshguard_svid_rotations_total 1
 	}
 
 	// A hostile SVID upstream is refused; the previous one stays.
-	up.set(ca.SVID(webID, testca.Options{ExtKey: nil, RSABits: 1024}))
+	up.Set(ca.SVID(webID, testca.Options{ExtKey: nil, RSABits: 1024}), nil)
 	waitFor(t, "the refusal", func() bool { return src.Status().LastError != "" })
 	if s, _ := src.GetX509SVID(); !s.Certificates[0].Equal(next.Certificates[0]) {
 		t.Fatal("a refused SVID replaced the good one")

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/meshguard/meshguard/internal/testca"
+
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +32,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // picking and health logic, which needs no connections.
 func newTestOutbound(t *testing.T, clk *fakeClock, eps []Endpoint, randN func(int) int) *Outbound {
 	t.Helper()
-	ca := newMemSource(nil, nil)
+	ca := testca.NewSource(nil, nil)
 	peers, err := NewStaticPeers(eps, nil)
 	if err != nil {
 		t.Fatal(err)

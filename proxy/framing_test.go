@@ -79,7 +79,7 @@ func TestH1ScannerVerdicts(t *testing.T) {
 func TestInboundKeepAliveFraming(t *testing.T) {
 	m := newMesh(t, meshOpts{app: echoApp()})
 	conf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"},
-		Certificates: []tls.Certificate{testca.TLSCertificate(m.webSrc.svid)}}
+		Certificates: []tls.Certificate{testca.TLSCertificate(m.webSrc.Current())}}
 	c, err := tls.Dial("tcp", m.in.Addr().String(), conf)
 	if err != nil {
 		t.Fatal(err)

@@ -79,7 +79,7 @@ type h2Conn struct {
 func dialH2(t *testing.T, m *mesh) *h2Conn {
 	t.Helper()
 	conf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"},
-		Certificates: []tls.Certificate{testca.TLSCertificate(m.webSrc.svid)}}
+		Certificates: []tls.Certificate{testca.TLSCertificate(m.webSrc.Current())}}
 	c, err := tls.Dial("tcp", m.in.Addr().String(), conf)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -15,61 +14,12 @@ import (
 	"github.com/meshguard/meshguard/internal/testca"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
 func svcID(name string) spiffeid.ID { return spiffeid.RequireFromPath(td, "/svc/"+name) }
-
-// memSource is an in-memory, rotatable Source over internal/testca.
-type memSource struct {
-	mu     sync.Mutex
-	svid   *x509svid.SVID
-	bundle *x509bundle.Bundle
-	ch     chan struct{}
-}
-
-func newMemSource(svid *x509svid.SVID, bundle *x509bundle.Bundle) *memSource {
-	return &memSource{svid: svid, bundle: bundle, ch: make(chan struct{})}
-}
-
-func (s *memSource) GetX509SVID() (*x509svid.SVID, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.svid, nil
-}
-
-func (s *memSource) GetX509BundleForTrustDomain(t spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t != s.bundle.TrustDomain() {
-		return nil, errors.New("no bundle for " + t.String())
-	}
-	return s.bundle, nil
-}
-
-func (s *memSource) Changed() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ch
-}
-
-// set replaces the SVID and/or bundle (nil keeps) and broadcasts.
-func (s *memSource) set(svid *x509svid.SVID, bundle *x509bundle.Bundle) {
-	s.mu.Lock()
-	if svid != nil {
-		s.svid = svid
-	}
-	if bundle != nil {
-		s.bundle = bundle
-	}
-	close(s.ch)
-	s.ch = make(chan struct{})
-	s.mu.Unlock()
-}
 
 // fakeAuthz allows requests whose normalized path starts with one of allow,
 // and records every input it saw.
@@ -153,8 +103,8 @@ func run(t testing.TB, part interface{ Run(context.Context) error }) {
 // mesh is two agents: "web" (outbound) calling "users" (inbound → app).
 type mesh struct {
 	ca       *testca.CA
-	webSrc   *memSource
-	usersSrc *memSource
+	webSrc   *testca.Source
+	usersSrc *testca.Source
 	webM     *Metrics
 	usersM   *Metrics
 	webReg   *prometheus.Registry
@@ -183,8 +133,8 @@ type meshOpts struct {
 func newMesh(t testing.TB, o meshOpts) *mesh {
 	t.Helper()
 	m := &mesh{ca: testca.New(t, td)}
-	m.webSrc = newMemSource(m.ca.SVID(svcID("web"), testca.Options{}), m.ca.Bundle())
-	m.usersSrc = newMemSource(m.ca.SVID(svcID("users"), testca.Options{}), m.ca.Bundle())
+	m.webSrc = testca.NewSource(m.ca.SVID(svcID("web"), testca.Options{}), m.ca.Bundle())
+	m.usersSrc = testca.NewSource(m.ca.SVID(svcID("users"), testca.Options{}), m.ca.Bundle())
 	m.webReg, m.usersReg = prometheus.NewRegistry(), prometheus.NewRegistry()
 	var err error
 	if m.webM, err = NewMetrics(m.webReg); err != nil {

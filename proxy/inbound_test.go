@@ -184,7 +184,7 @@ func (e *statusError) Error() string { return http.StatusText(e.code) }
 func rawInbound(t *testing.T, m *mesh, raw string) (*http.Response, string) {
 	t.Helper()
 	conf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"},
-		Certificates: []tls.Certificate{testca.TLSCertificate(m.webSrc.svid)}}
+		Certificates: []tls.Certificate{testca.TLSCertificate(m.webSrc.Current())}}
 	c, err := tls.Dial("tcp", m.in.Addr().String(), conf)
 	if err != nil {
 		t.Fatal(err)

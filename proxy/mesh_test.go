@@ -75,8 +75,8 @@ func TestTwoAgentsOneHandshake(t *testing.T) {
 				}
 				if done.Add(1) == 500 {
 					once.Do(func() {
-						m.webSrc.set(m.ca.SVID(svcID("web"), testca.Options{}), nil)
-						m.usersSrc.set(m.ca.SVID(svcID("users"), testca.Options{}), nil)
+						m.webSrc.Set(m.ca.SVID(svcID("web"), testca.Options{}), nil)
+						m.usersSrc.Set(m.ca.SVID(svcID("users"), testca.Options{}), nil)
 						close(rotated)
 					})
 				}
@@ -130,7 +130,7 @@ func TestOutboundRefusesWrongServer(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.svid.ID = svcID("users")
-			m.usersSrc.set(tc.svid, nil)
+			m.usersSrc.Set(tc.svid, nil)
 			resp, body := get(t, c, m.outURL+"/x", "users")
 			if resp.StatusCode != http.StatusBadGateway {
 				t.Fatalf("status %d body %s, want 502", resp.StatusCode, body)
@@ -141,7 +141,7 @@ func TestOutboundRefusesWrongServer(t *testing.T) {
 		t.Fatalf("a wrong server was accepted: app hits %d, handshakes %v", hits.Load(), handshakes(m.webM, dirOutbound))
 	}
 	// The right server is accepted.
-	m.usersSrc.set(m.ca.SVID(svcID("users"), testca.Options{}), nil)
+	m.usersSrc.Set(m.ca.SVID(svcID("users"), testca.Options{}), nil)
 	if resp, body := get(t, c, m.outURL+"/x", "users"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d body %s", resp.StatusCode, body)
 	}
@@ -222,8 +222,8 @@ func TestBundleChangeDrainsPool(t *testing.T) {
 	ca2 := testca.New(t, td)
 	both := x509bundle.FromX509Authorities(td, []*x509.Certificate{m.ca.Root(), ca2.Root()})
 	// users moves to CA2 and trusts both; web trusts only CA2 now.
-	m.usersSrc.set(ca2.SVID(svcID("users"), testca.Options{}), both)
-	m.webSrc.set(nil, ca2.Bundle())
+	m.usersSrc.Set(ca2.SVID(svcID("users"), testca.Options{}), both)
+	m.webSrc.Set(nil, ca2.Bundle())
 	eventually(t, "old connection marked draining", func() bool {
 		for _, p := range m.out.allPeers() {
 			p.mu.Lock()
@@ -304,8 +304,8 @@ func TestPoolRenewsBeforeExpiry(t *testing.T) {
 	}
 	// The test SVIDs live one hour: at 55m the connection must be renewed.
 	clk.Advance(55*time.Minute + time.Second)
-	m.webSrc.set(m.ca.SVID(svcID("web"), testca.Options{NotAfter: time.Now().Add(3 * time.Hour)}), nil)
-	m.usersSrc.set(m.ca.SVID(svcID("users"), testca.Options{NotAfter: time.Now().Add(3 * time.Hour)}), nil)
+	m.webSrc.Set(m.ca.SVID(svcID("web"), testca.Options{NotAfter: time.Now().Add(3 * time.Hour)}), nil)
+	m.usersSrc.Set(m.ca.SVID(svcID("users"), testca.Options{NotAfter: time.Now().Add(3 * time.Hour)}), nil)
 	if resp, _ := get(t, c, m.outURL+"/a", "users"); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}

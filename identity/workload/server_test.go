@@ -6,13 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshguard/meshguard/identity/workload"
 	"github.com/meshguard/meshguard/internal/testca"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	pb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -25,45 +23,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// fakeSource is a hand-written identity source whose SVID the test swaps.
-type fakeSource struct {
-	mu      sync.Mutex
-	svid    *x509svid.SVID
-	bundle  *x509bundle.Bundle
-	changed chan struct{}
-}
-
-func (f *fakeSource) GetX509SVID() (*x509svid.SVID, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.svid, nil
-}
-
-func (f *fakeSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.bundle.GetX509BundleForTrustDomain(td)
-}
-
-func (f *fakeSource) Changed() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.changed
-}
-
-func (f *fakeSource) set(svid *x509svid.SVID) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.svid = svid
-	close(f.changed)
-	f.changed = make(chan struct{})
-}
-
 var webID = spiffeid.RequireFromString("spiffe://example.org/svc/web")
 
-func newSource(t *testing.T) (*fakeSource, *testca.CA) {
+func newSource(t *testing.T) (*testca.Source, *testca.CA) {
 	ca := testca.New(t, webID.TrustDomain()).Intermediate()
-	return &fakeSource{svid: ca.SVID(webID, testca.Options{}), bundle: ca.Bundle(), changed: make(chan struct{})}, ca
+	return testca.NewSource(ca.SVID(webID, testca.Options{}), ca.Bundle()), ca
 }
 
 // socketPath is short: unix socket paths are limited to 107 bytes.
@@ -114,7 +78,7 @@ func TestGoSpiffeClientGetsSVIDAndRotations(t *testing.T) {
 	}
 	defer xs.Close()
 	got, err := xs.GetX509SVID()
-	if err != nil || got.ID != webID || !got.Certificates[0].Equal(src.svid.Certificates[0]) || len(got.Certificates) != 2 {
+	if err != nil || got.ID != webID || !got.Certificates[0].Equal(src.Current().Certificates[0]) || len(got.Certificates) != 2 {
 		t.Fatalf("GetX509SVID = %v, %v", got, err)
 	}
 	if id, _, err := x509svid.Verify(got.Certificates, xs); err != nil || id != webID {
@@ -122,7 +86,7 @@ func TestGoSpiffeClientGetsSVIDAndRotations(t *testing.T) {
 	}
 
 	next := ca.SVID(webID, testca.Options{})
-	src.set(next)
+	src.Set(next, nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s, _ := xs.GetX509SVID()
