@@ -52,7 +52,7 @@ func TestH1ScannerVerdicts(t *testing.T) {
 	if !s.lost {
 		t.Fatal("unframeable coding did not make the scanner give up")
 	}
-	s.refuse() // the request itself: Go answers 501 for the coding
+	s.refuse()               // the request itself: Go answers 501 for the coding
 	for i := 0; i < 2; i++ { // every later request, not just the next one
 		if !s.refuse() {
 			t.Fatalf("a lost scanner must refuse later requests (fail closed): request %d accepted", i+1)
