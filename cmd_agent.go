@@ -497,7 +497,37 @@ func printStatus(w io.Writer, body []byte, now time.Time) error {
 	if st.WorkloadAPI != "" {
 		line("Workload API", st.WorkloadAPI)
 	}
-	known := map[string]bool{"version": true, "ready": true, "not_ready": true, "identity": true, "workload_api": true}
+	if dp := st.DataPlane; dp != nil {
+		line("inbound", orDash(dp.Inbound))
+		line("outbound", orDash(dp.Outbound))
+		line("policy revision", orDash(dp.PolicyRevision))
+		line("routes", orDash(strings.Join(dp.Routes, " ")))
+		if dp.RegistryRevision != 0 {
+			line("registry rev", strconv.FormatInt(dp.RegistryRevision, 10))
+		}
+		services := make([]string, 0, len(dp.Peers))
+		for svc := range dp.Peers {
+			services = append(services, svc)
+		}
+		sort.Strings(services)
+		if len(services) == 0 {
+			line("peers", "-")
+		}
+		for i, svc := range services {
+			label := ""
+			if i == 0 {
+				label = "peers"
+			}
+			for _, ep := range dp.Peers[svc] {
+				key := ""
+				if label != "" {
+					key, label = label+":", ""
+				}
+				fmt.Fprintf(w, "%-16s %-10s %s\n", key, svc, ep)
+			}
+		}
+	}
+	known := map[string]bool{"version": true, "ready": true, "not_ready": true, "identity": true, "workload_api": true, "data_plane": true}
 	var rest []string
 	for k := range doc {
 		if !known[k] {

@@ -396,3 +396,30 @@ var (
 	_ agentIdentity = (*identity.CASource)(nil)
 	_ agentIdentity = (*identity.WorkloadAPISource)(nil)
 )
+
+// TestPrintStatusDataPlane: `meshguard status` shows the data plane for
+// people (listeners, policy revision, routes, peers), not as raw JSON.
+func TestPrintStatusDataPlane(t *testing.T) {
+	body := []byte(`{"version":"dev","ready":true,"identity":{"source":"ca","spiffe_id":"spiffe://example.org/svc/web"},
+		"data_plane":{"inbound":"127.0.0.1:1","outbound":"127.0.0.1:2","policy_revision":"abc","routes":["/web"],
+		"peers":{"users":["127.0.0.1:3 spiffe://example.org/svc/users","127.0.0.1:4 spiffe://example.org/svc/users"],
+		"billing":["127.0.0.1:5 spiffe://example.org/svc/billing"]},"registry_revision":7}}`)
+	var out bytes.Buffer
+	if err := printStatus(&out, body, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"policy revision: abc\n",
+		"routes:          /web\n",
+		"registry rev:    7\n",
+		"peers:           billing    127.0.0.1:5 spiffe://example.org/svc/billing\n",
+		"                 users      127.0.0.1:4 spiffe://example.org/svc/users\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "data_plane") {
+		t.Errorf("data plane printed as raw JSON:\n%s", out.String())
+	}
+}

@@ -111,6 +111,9 @@ Audit logs (every denial, one JSON line): {{.Dir}}/<service>-audit.log
                                           (the denial above is in {{.AuditLog}})
 Agent status:                             curl -s http://{{.Web.Admin}}/status
 Edit the policy live:                     {{.PolicyFile}}
+  (its tests, policy_test.rego beside it, run before every reload: a
+   revision that fails them or does not compile is refused, the agents keep
+   the last good one and say why in {{.Dir}}/<service>-agent.log)
 Logs of every process:                    {{.Dir}}/*.log
 {{if .Traffic}}
 Sending a little traffic (allowed and denied) every second; watch the audit log.
