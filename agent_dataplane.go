@@ -49,7 +49,10 @@ type dataPlane struct {
 	metrics    *proxy.Metrics
 	// authorizer decides inbound requests: the engine, or denyAll.
 	authorizer proxy.Authorizer
-	serving    chan struct{}       // closed once the inbound and outbound proxies exist
+	serving    chan struct{} // closed once the inbound and outbound proxies exist
+	// drainFirst, if set, is closed when a part built on the data plane (the
+	// edge's listener) has drained; the proxies keep serving until then.
+	drainFirst <-chan struct{}
 	watcher    *registry.Watcher   // nil without a registry
 	register   *registry.Registrar // nil without a registry
 	reg        prometheus.Registerer
@@ -231,6 +234,12 @@ func (d *dataPlane) Run(ctx context.Context) error {
 			d.log.Info("deregistered from the registry")
 		}
 		cancel()
+	}
+	if d.drainFirst != nil && ctx.Err() != nil {
+		// A requested shutdown: the part got the same signal; its in-flight
+		// requests still use the outbound path. (After a failure of our
+		// own, nothing stops the part, so do not wait for it.)
+		<-d.drainFirst
 	}
 	stopServing()
 	err := g.Wait()

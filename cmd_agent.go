@@ -347,11 +347,13 @@ func runAgent(ctx context.Context, env *runEnv, cfg *agentConfig, extra func(*da
 		return err
 	}
 	var part agentPart
+	partDone := make(chan struct{})
 	if extra != nil {
 		if part, err = extra(dp, reg); err != nil {
 			dp.close()
 			return err
 		}
+		dp.drainFirst = partDone // the data plane outlives the part's drain
 	}
 	ready := func() error {
 		if err := src.Ready(); err != nil {
@@ -400,7 +402,10 @@ func runAgent(ctx context.Context, env *runEnv, cfg *agentConfig, extra func(*da
 		}
 		g.Go(func() error { return dp.Run(gctx) })
 		if part != nil {
-			g.Go(func() error { return part.Run(gctx) })
+			g.Go(func() error {
+				defer close(partDone)
+				return part.Run(gctx)
+			})
 		}
 		return src.Run(gctx)
 	})
