@@ -347,7 +347,7 @@ func (m *devMesh) sendTraffic(ctx context.Context) {
 			if resp, err := client.Do(req); err == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				fmt.Fprintf(m.env.stdout, "%-8s %-6s users%-20s %d\n", c.from.Name, c.method, c.path, resp.StatusCode)
+				fmt.Fprintf(m.env.stdout, "%-8s -> users  %-6s %-22s %d\n", c.from.Name, c.method, c.path, resp.StatusCode)
 			}
 		}
 		select {
