@@ -21,7 +21,7 @@ func TestDevTour(t *testing.T) {
 	if err != nil {
 		t.Skip("curl is not installed; the tour's commands are curl commands")
 	}
-	base := 20000 + os.Getpid()%20000
+	base := freePorts(t, 33) // dev uses base..base+32
 	started := time.Now()
 	dev := start(t, "dev", nil, "dev", "--base-port", fmt.Sprint(base))
 	var tour string

@@ -188,15 +188,53 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() err
 	t.Fatalf("%s: not true within %s: %v", what, within, err)
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// Ports handed to processes the tests start come from below the kernel's
+// ephemeral range (32768-60999 by default). A port picked from that range,
+// closed and handed to a child could be taken meanwhile as the source port
+// of some outgoing connection; ports below it never are.
+const (
+	portLow  = 20000
+	portHigh = 32000 // exclusive; meshguard dev takes 33 ports from its base
+)
+
+var (
+	portMu   sync.Mutex
+	portNext = portLow + os.Getpid()%(portHigh-portLow)
+)
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago, never the same one twice in this test binary.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1))
+}
+
+// freePorts reserves n consecutive free ports and returns the first.
+func freePorts(t *testing.T, n int) int {
+	t.Helper()
+	portMu.Lock()
+	defer portMu.Unlock()
+	for tries := 0; tries < portHigh-portLow; tries++ {
+		base := portNext
+		if base+n > portHigh {
+			base = portLow
+		}
+		portNext = base + n
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				ok = false
+				continue
+			}
+			ln.Close()
+		}
+		if ok {
+			return base
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("no %d free consecutive ports in %d-%d", n, portLow, portHigh)
+	return 0
 }
 
 // lines returns the JSON log lines of s that contain every needle.
