@@ -45,6 +45,8 @@ type dataPlane struct {
 	outbound   *proxy.Outbound
 	peers      *meshPeers
 	inLn       net.Listener // bound at start; served once the agent has its SVID
+	inAddr     string       // the bound addresses, fixed at start (read by Status
+	outAddr    string       // from the admin goroutine while Run starts the proxies)
 	outLn      net.Listener
 	metrics    *proxy.Metrics
 	// authorizer decides inbound requests: the engine, or denyAll.
@@ -78,7 +80,7 @@ func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg pro
 	var authorizer proxy.Authorizer
 	if cfg.policyDir != "" {
 		d.engine, err = authz.New(authz.Config{
-			Dir: cfg.policyDir, Timeout: cfg.policyTimeout, CacheSize: cfg.decisionCache,
+			Dir: cfg.policyDir, Timeout: cfg.policyTimeout, CacheSize: cfg.decisionCache, CacheTTL: cfg.decisionCacheTTL,
 			DryRun: cfg.dryRun, Audit: d.auditor, Logger: log, Registerer: reg,
 		})
 		if err != nil {
@@ -107,6 +109,7 @@ func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg pro
 	if err != nil {
 		return nil, usagef("agent: --outbound %s: %v", cfg.outbound, err)
 	}
+	d.inAddr, d.outAddr = d.inLn.Addr().String(), d.outLn.Addr().String()
 	d.authorizer, d.metrics = authorizer, metrics
 	return d, nil
 }
@@ -286,18 +289,7 @@ type dataPlaneStatus struct {
 }
 
 func (d *dataPlane) Status() dataPlaneStatus {
-	st := dataPlaneStatus{Routes: d.cfg.routes}
-	if d.inLn != nil || d.outLn != nil {
-		// not serving yet: report the bound addresses
-		if d.inLn != nil {
-			st.Inbound = d.inLn.Addr().String()
-		}
-		if d.outLn != nil {
-			st.Outbound = d.outLn.Addr().String()
-		}
-	} else if d.inbound != nil {
-		st.Inbound, st.Outbound = d.inbound.Addr().String(), d.outbound.Addr().String()
-	}
+	st := dataPlaneStatus{Inbound: d.inAddr, Outbound: d.outAddr, Routes: d.cfg.routes}
 	if d.engine != nil {
 		st.PolicyRevision = d.engine.Revision()
 	}

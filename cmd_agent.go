@@ -56,23 +56,24 @@ type agentConfig struct {
 	admin string
 
 	// Data plane.
-	app            string
-	inbound        string
-	advertise      string
-	outbound       string
-	routes         []string
-	version        string           // canary: published as the "version" label
-	weight         int              // canary: share of the service's traffic (1..1000; 0 = registry default)
-	peers          []proxy.Endpoint // --peer SERVICE=SPIFFE_ID@HOST:PORT
-	policyDir      string
-	dryRun         bool
-	auditLog       string
-	auditAllowed   float64 // fraction of allowed requests also audited, 0..1
-	decisionCache  int
-	policyTimeout  time.Duration
-	requestTimeout time.Duration
-	appProtocol    string // proxy.AppHTTP1 or proxy.AppH2C
-	maxHeaderBytes int
+	app              string
+	inbound          string
+	advertise        string
+	outbound         string
+	routes           []string
+	version          string           // canary: published as the "version" label
+	weight           int              // canary: share of the service's traffic (1..1000; 0 = registry default)
+	peers            []proxy.Endpoint // --peer SERVICE=SPIFFE_ID@HOST:PORT
+	policyDir        string
+	dryRun           bool
+	auditLog         string
+	auditAllowed     float64 // fraction of allowed requests also audited, 0..1
+	decisionCache    int
+	decisionCacheTTL time.Duration
+	policyTimeout    time.Duration
+	requestTimeout   time.Duration
+	appProtocol      string // proxy.AppHTTP1 or proxy.AppH2C
+	maxHeaderBytes   int
 }
 
 // maxSocketPath is the longest unix socket path the kernel accepts.
@@ -111,6 +112,7 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	fs.StringVar(&c.auditLog, "audit-log", "", "audit log file (default: stderr)")
 	fs.Float64Var(&c.auditAllowed, "audit-allowed", 0, "fraction of allowed requests also written to the audit log, 0..1 (denials are always written)")
 	fs.IntVar(&c.decisionCache, "decision-cache", 10000, "decision cache entries (0 disables it)")
+	fs.DurationVar(&c.decisionCacheTTL, "decision-cache-ttl", 10*time.Second, "how long a cached decision lives")
 	fs.DurationVar(&c.policyTimeout, "policy-timeout", 100*time.Millisecond, "deadline for one policy evaluation")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 15*time.Second, "per-request timeout")
 	fs.StringVar(&c.appProtocol, "app-protocol", proxy.AppHTTP1, "how inbound talks to --app: http1 (keep-alive pool) or h2c (for gRPC apps)")
@@ -123,6 +125,9 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	}
 	c.routes, c.peers = routes, nil
 	n := fs.Name()
+	if c.decisionCache < 0 || c.decisionCacheTTL <= 0 {
+		return nil, usagef("%s: --decision-cache %d / --decision-cache-ttl %s: want entries >= 0 (0 disables) and a positive TTL", n, c.decisionCache, c.decisionCacheTTL)
+	}
 	if c.appProtocol != proxy.AppHTTP1 && c.appProtocol != proxy.AppH2C {
 		return nil, usagef("%s: --app-protocol %q: want %s or %s", n, c.appProtocol, proxy.AppHTTP1, proxy.AppH2C)
 	}

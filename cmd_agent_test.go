@@ -52,6 +52,8 @@ func TestAgentBadFlags(t *testing.T) {
 		{name: "route with escape", args: with("--route", "/a%2Fb"), wantErr: `--route "/a%2Fb": invalid route`},
 		{name: "bad app protocol", args: with("--app-protocol", "h3"), wantErr: `--app-protocol "h3": want http1 or h2c`},
 		{name: "tiny max header bytes", args: with("--max-header-bytes", "10"), wantErr: "--max-header-bytes 10 out of range"},
+		{name: "negative decision cache", args: with("--decision-cache", "-1"), wantErr: "want entries >= 0"},
+		{name: "zero decision cache TTL", args: with("--decision-cache-ttl", "0s"), wantErr: "a positive TTL"},
 		{name: "weight too high", args: with("--weight", "1001"), wantErr: "--weight 1001 out of range (1..1000)"},
 		{name: "audit-allowed above 1", args: with("--audit-allowed", "1.5"), wantErr: "--audit-allowed 1.5: want a fraction from 0 to 1"},
 		{name: "audit-allowed NaN", args: with("--audit-allowed", "NaN"), wantErr: "--audit-allowed NaN"},
