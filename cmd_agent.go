@@ -125,8 +125,8 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	}
 	c.routes, c.peers = routes, nil
 	n := fs.Name()
-	if c.decisionCache < 0 || c.decisionCacheTTL <= 0 {
-		return nil, usagef("%s: --decision-cache %d / --decision-cache-ttl %s: want entries >= 0 (0 disables) and a positive TTL", n, c.decisionCache, c.decisionCacheTTL)
+	if c.decisionCacheTTL <= 0 {
+		return nil, usagef("%s: --decision-cache-ttl %s: want a positive duration", n, c.decisionCacheTTL)
 	}
 	if c.appProtocol != proxy.AppHTTP1 && c.appProtocol != proxy.AppH2C {
 		return nil, usagef("%s: --app-protocol %q: want %s or %s", n, c.appProtocol, proxy.AppHTTP1, proxy.AppH2C)
