@@ -137,3 +137,50 @@ func edgeCert(t *testing.T, dir string) (string, string, *x509.CertPool) {
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+// TestEdgesSideBySide runs two edges (each an ordinary mesh member with its
+// own SVID of the edge service); killing one (SIGKILL) leaves the other
+// serving outside clients.
+func TestEdgesSideBySide(t *testing.T) {
+	m := newMesh(t)
+	writeFile(t, filepath.Join(m.policyDir, "data.json"), `{"meshguard": {"allowlist": {
+		"users": {"edge": [{"methods": ["GET"], "paths": ["/users/*"]}]}
+	}, "deny": []}}`)
+	m.addAgent("users", "/users")
+	certFile, keyFile, pool := edgeCert(t, m.dir)
+	publics := []string{freeAddr(t), freeAddr(t)}
+	var edges []*meshAgent
+	for i, public := range publics {
+		edges = append(edges, m.addAgentService(fmt.Sprintf("edge-%d", i+1), "edge", "/edge", "edge",
+			"--listen", public, "--tls-cert", certFile, "--tls-key", keyFile,
+			"--expose", "/api/users", "--rewrite", "/api/users=/users"))
+	}
+	m.waitReady()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
+	}}
+	get := func(public string) error {
+		resp, err := client.Get("https://" + public + "/api/users/7")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	for _, public := range publics {
+		public := public
+		eventually(t, 30*time.Second, "edge "+public+" serves", func() error { return get(public) })
+	}
+	edges[0].proc.kill()
+	for i := 0; i < 200; i++ {
+		if err := get(publics[1]); err != nil {
+			t.Fatalf("request %d through the surviving edge after the other was killed: %v", i, err)
+		}
+	}
+	if err := get(publics[0]); err == nil {
+		t.Fatal("the killed edge still answers")
+	}
+}
