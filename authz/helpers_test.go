@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"bytes"
 	"encoding/json"
 	"log/slog"
@@ -49,27 +51,7 @@ func policyDir(t *testing.T, files map[string]string) string {
 	return dir
 }
 
-// fakeClock is a settable clock for decision IDs, Rego time and audit stamps.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock() *clock.Fake { return clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 // testEngine builds an engine on dir with a private registry and a log
 // buffer; cfg's Dir, Registerer, Logger and Now are filled in when empty.

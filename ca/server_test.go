@@ -1,6 +1,8 @@
 package ca
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
@@ -19,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -511,22 +512,9 @@ func mustJSON(t *testing.T, v any) string {
 	return string(b)
 }
 
-// fakeClock is a settable clock for the rate limiter.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestRateLimit(t *testing.T) {
 	dir := newCADir(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := clock.NewFake(time.Now())
 	r := startServer(t, dir, func(c *Config) { c.Rate = 1; c.Burst = 2; c.Now = clock.Now })
 	c := r.client(t, nil)
 	send := func() (int, string) {
@@ -545,7 +533,7 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("429 body = %s", body)
 		}
 	}
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	if code, body := send(); code != 400 {
 		t.Fatalf("after refill: %d %s; want 400", code, body)
 	}
@@ -553,7 +541,7 @@ func TestRateLimit(t *testing.T) {
 	// Renew and rekey are limited per SPIFFE ID, apart from the address.
 	const id = "spiffe://example.org/svc/rl"
 	key := newKey(t)
-	clock.Add(3 * time.Second)
+	clock.Advance(3 * time.Second)
 	code, resp, raw := r.signWith(t, mustToken(t, dir, id), key, id)
 	if code != 201 {
 		t.Fatalf("sign: %d %s", code, raw)
@@ -567,12 +555,12 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestLimiterSweep(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := clock.NewFake(time.Now())
 	l := newLimiter(1, 1, clock.Now)
 	if !l.allow("a") || l.allow("a") {
 		t.Fatal("burst of 1 not enforced")
 	}
-	clock.Add(2 * time.Second)
+	clock.Advance(2 * time.Second)
 	l.sweep(clock.Now())
 	if len(l.buckets) != 0 {
 		t.Fatalf("refilled bucket not swept: %d left", len(l.buckets))

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"github.com/meshguard/meshguard/internal/testca"
 
 	"sync"
@@ -8,29 +10,11 @@ import (
 	"time"
 )
 
-// fakeClock is a settable clock for the resilience logic.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_800_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+func newFakeClock() *clock.Fake { return clock.NewFake(time.Unix(1_800_000_000, 0)) }
 
 // newTestOutbound builds an Outbound that is never Run: enough for the
 // picking and health logic, which needs no connections.
-func newTestOutbound(t *testing.T, clk *fakeClock, eps []Endpoint, randN func(int) int) *Outbound {
+func newTestOutbound(t *testing.T, clk *clock.Fake, eps []Endpoint, randN func(int) int) *Outbound {
 	t.Helper()
 	ca := testca.NewSource(nil, nil)
 	peers, err := NewStaticPeers(eps, nil)

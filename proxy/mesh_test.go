@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -286,8 +288,7 @@ func TestRetryIdempotentOnly(t *testing.T) {
 // SVID it was opened with expires (fake clock on the outbound side); the old
 // one is drained, not cut.
 func TestPoolRenewsBeforeExpiry(t *testing.T) {
-	clk := newFakeClock()
-	clk.now = time.Now()
+	clk := clock.NewFake(time.Now())
 	m := newMesh(t, meshOpts{app: echoApp(), outTweak: func(c *OutboundConfig) {
 		c.Now = clk.Now
 		c.RenewBefore = 5 * time.Minute

@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"context"
 	"errors"
 	"net/http"
@@ -19,7 +21,7 @@ import (
 // TestRegistrar: Run registers, re-registers an entry the registry lost,
 // and Deregister removes it and ends Run.
 func TestRegistrar(t *testing.T) {
-	st := openBolt(t, &fakeClock{now: time.Now()})
+	st := openBolt(t, clock.NewFake(time.Now()))
 	m := serve(t, testca.New(t, td), st)
 	r, err := registry.NewRegistrar(registry.RegistrarConfig{
 		Client:       m.client(svcID("users")),
@@ -63,7 +65,7 @@ func TestRegistrar(t *testing.T) {
 // TestRegistrarRefused: a registration the registry refuses for good (here:
 // another identity's service) ends Run with ErrRefused.
 func TestRegistrarRefused(t *testing.T) {
-	m := serve(t, testca.New(t, td), openBolt(t, &fakeClock{now: time.Now()}))
+	m := serve(t, testca.New(t, td), openBolt(t, clock.NewFake(time.Now())))
 	r, err := registry.NewRegistrar(registry.RegistrarConfig{
 		Client:       m.client(svcID("web")),
 		Registration: reg("users", "10.0.0.1:15443"),
@@ -90,7 +92,7 @@ func TestNewRegistrarValidates(t *testing.T) {
 // the CA gone, a restarted watcher routes from the file and keeps retrying.
 func TestWatcherSurvivesOutageAndRestart(t *testing.T) {
 	ca := testca.New(t, td)
-	st := openBolt(t, &fakeClock{now: time.Now()})
+	st := openBolt(t, clock.NewFake(time.Now()))
 	m := serve(t, ca, st)
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -99,7 +101,7 @@ func TestWatcherSurvivesOutageAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	reg1 := prometheus.NewPedanticRegistry()
 	w1, err := registry.NewWatcher(registry.WatcherConfig{Client: m.client(svcID("web")), DataDir: dir, Registerer: reg1,
 		Logger: quietLogger(), PersistEvery: time.Millisecond, Now: clock.Now})
@@ -132,7 +134,7 @@ func TestWatcherSurvivesOutageAndRestart(t *testing.T) {
 
 	// The CA goes away; the agent restarts.
 	m.srv.Close()
-	clock.Add(90 * time.Second)
+	clock.Advance(90 * time.Second)
 	reg2 := prometheus.NewPedanticRegistry()
 	w2, err := registry.NewWatcher(registry.WatcherConfig{Client: m.client(svcID("web")), DataDir: dir, Registerer: reg2,
 		Logger: quietLogger(), MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Now: clock.Now})
@@ -216,7 +218,7 @@ func newNoopHTTPClient() *http.Client { return &http.Client{} }
 // registry store (a rebuilt CA) is replaced by a snapshot, not patched with
 // revisions that belong to a different history.
 func TestWatcherForgetsAnotherStoresTable(t *testing.T) {
-	st := openBolt(t, &fakeClock{now: time.Now()})
+	st := openBolt(t, clock.NewFake(time.Now()))
 	m := serve(t, testca.New(t, td), st)
 	ctx := context.Background()
 	users := m.client(svcID("users"))

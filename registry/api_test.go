@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -20,7 +22,7 @@ import (
 
 // stores runs f against a bolt-backed and an etcd-backed API.
 func stores(t *testing.T, f func(t *testing.T, st registry.Store)) {
-	t.Run("bolt", func(t *testing.T) { f(t, openBolt(t, &fakeClock{now: time.Now()})) })
+	t.Run("bolt", func(t *testing.T) { f(t, openBolt(t, clock.NewFake(time.Now()))) })
 	t.Run("etcd", func(t *testing.T) { f(t, openEtcd(t, newEtcdPrefix())) })
 }
 
@@ -169,18 +171,18 @@ func TestRenewDeregister(t *testing.T) {
 func TestLeaseExpiryThroughAPI(t *testing.T) {
 	ctx := context.Background()
 	t.Run("bolt", func(t *testing.T) {
-		clock := &fakeClock{now: time.Now()}
+		clock := clock.NewFake(time.Now())
 		st := openBolt(t, clock)
 		m := serve(t, testca.New(t, td), st)
 		c := m.client(svcID("users"))
 		if _, err := c.Register(ctx, reg("users", "10.0.0.1:15443", "/users")); err != nil {
 			t.Fatal(err)
 		}
-		clock.Add(registry.DefaultTTL - time.Second)
+		clock.Advance(registry.DefaultTTL - time.Second)
 		if n, _ := st.Expire(ctx); n != 0 {
 			t.Fatalf("expired %d entries before the TTL", n)
 		}
-		clock.Add(time.Second)
+		clock.Advance(time.Second)
 		if n, _ := st.Expire(ctx); n != 1 {
 			t.Fatalf("expired %d entries at the TTL, want 1", n)
 		}
@@ -207,7 +209,7 @@ func TestLeaseExpiryThroughAPI(t *testing.T) {
 // TestHostileInput: every malformed request gets a 4xx JSON error and
 // changes nothing.
 func TestHostileInput(t *testing.T) {
-	m := serve(t, testca.New(t, td), openBolt(t, &fakeClock{now: time.Now()}))
+	m := serve(t, testca.New(t, td), openBolt(t, clock.NewFake(time.Now())))
 	users := m.httpClient(svcID("users"))
 	anon := m.httpClient("")
 	valid := `{"service":"users","spiffe_id":"spiffe://example.org/svc/users","address":"10.0.0.1:15443"}`
@@ -279,7 +281,7 @@ func TestHostileInput(t *testing.T) {
 // from another CA never completes the handshake.
 func TestHostileCertificates(t *testing.T) {
 	ca := testca.New(t, td)
-	m := serve(t, ca, openBolt(t, &fakeClock{now: time.Now()}))
+	m := serve(t, ca, openBolt(t, clock.NewFake(time.Now())))
 	id := spiffeid.RequireFromString(svcID("users"))
 	tests := []struct {
 		name       string

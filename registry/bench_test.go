@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -180,7 +182,7 @@ func BenchmarkWatchFanout(b *testing.B) {
 			if f == nil {
 				var st registry.Store
 				if name == "bolt" {
-					st = openBolt(keeper{}, &fakeClock{now: time.Now()})
+					st = openBolt(keeper{}, clock.NewFake(time.Now()))
 				} else {
 					st = openEtcd(keeper{}, newEtcdPrefix())
 				}

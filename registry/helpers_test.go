@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -103,24 +105,7 @@ func openEtcd(tb tbLike, prefix string) *etcdstore.Store {
 	return s
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-func openBolt(tb tbLike, clock *fakeClock) *boltstore.Store {
+func openBolt(tb tbLike, clock *clock.Fake) *boltstore.Store {
 	tb.Helper()
 	s, err := boltstore.Open(filepath.Join(tb.TempDir(), "registry.db"), boltstore.Options{Now: clock.Now})
 	if err != nil {

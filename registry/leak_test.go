@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"context"
 	"regexp"
 	"runtime"
@@ -34,7 +36,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Skipf("%d registry goroutines left by earlier tests; run this test alone to check", n)
 	}
 	func() {
-		st := openBolt(t, &fakeClock{now: time.Now()})
+		st := openBolt(t, clock.NewFake(time.Now()))
 		m := serve(t, testca.New(t, td), st)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -69,7 +71,7 @@ func nextEvent(t *testing.T, ch <-chan registry.Event, skipHeartbeats bool) regi
 // resume with ?since=, periodic heartbeats.
 func TestWatchStream(t *testing.T) {
 	ca := testca.New(t, td)
-	st := openBolt(t, &fakeClock{now: time.Now()})
+	st := openBolt(t, clock.NewFake(time.Now()))
 	h, err := registry.NewHandler(registry.HandlerConfig{Store: st, TrustDomain: td, Logger: quietLogger(), Heartbeat: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,11 @@
 package boltstore_test
 
 import (
+	"github.com/meshguard/meshguard/internal/clock"
+
 	"context"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,31 +14,13 @@ import (
 	"github.com/meshguard/meshguard/registry/storetest"
 )
 
-// fakeClock is a settable clock shared by a store and its test.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type harnessStore struct {
 	*boltstore.Store
 	path  string
-	clock *fakeClock
+	clock *clock.Fake
 }
 
-func open(t *testing.T, path string, clock *fakeClock) *harnessStore {
+func open(t *testing.T, path string, clock *clock.Fake) *harnessStore {
 	t.Helper()
 	s, err := boltstore.Open(path, boltstore.Options{Now: clock.Now})
 	if err != nil {
@@ -51,7 +34,7 @@ func open(t *testing.T, path string, clock *fakeClock) *harnessStore {
 func sweep(t *testing.T, s registry.Store, d time.Duration) {
 	t.Helper()
 	hs := s.(*harnessStore)
-	hs.clock.Add(d)
+	hs.clock.Advance(d)
 	if _, err := hs.Expire(context.Background()); err != nil {
 		t.Fatalf("Expire: %v", err)
 	}
@@ -60,7 +43,7 @@ func sweep(t *testing.T, s registry.Store, d time.Duration) {
 func TestConformance(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
 		New: func(t *testing.T) registry.Store {
-			return open(t, filepath.Join(t.TempDir(), "registry.db"), &fakeClock{now: time.Now()})
+			return open(t, filepath.Join(t.TempDir(), "registry.db"), clock.NewFake(time.Now()))
 		},
 		TTL: 10 * time.Second,
 		Expire: func(t *testing.T, s registry.Store, _ registry.Key) {
@@ -80,7 +63,7 @@ func TestConformance(t *testing.T) {
 // TestRestartGrace: leases that ran out while the CA was down get a full
 // TTL from the restart, so agents can renew before anything expires.
 func TestRestartGrace(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	path := filepath.Join(t.TempDir(), "registry.db")
 	s := open(t, path, clock)
 	ctx := context.Background()
@@ -92,7 +75,7 @@ func TestRestartGrace(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	s = open(t, path, clock)
 	if n, err := s.Expire(ctx); n != 0 || err != nil {
 		t.Fatalf("Expire right after restart = %d, %v; want 0", n, err)
@@ -110,11 +93,11 @@ func TestRestartGrace(t *testing.T) {
 	if _, err := s.Renew(ctx, registry.Key{Service: "web", Address: "10.0.0.2:1"}); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	if _, err := s.Renew(ctx, registry.Key{Service: "web", Address: "10.0.0.2:1"}); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(6 * time.Second)
+	clock.Advance(6 * time.Second)
 	if n, err := s.Expire(ctx); n != 1 || err != nil {
 		t.Fatalf("Expire = %d, %v; want 1", n, err)
 	}
@@ -146,7 +129,7 @@ func TestHostileFile(t *testing.T) {
 // TestResumeBeyondHistory: a watcher further behind than the kept history
 // gets a snapshot.
 func TestResumeBeyondHistory(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
+	clock := clock.NewFake(time.Now())
 	s, err := boltstore.Open(filepath.Join(t.TempDir(), "r.db"), boltstore.Options{Now: clock.Now, History: 2})
 	if err != nil {
 		t.Fatal(err)
