@@ -96,10 +96,7 @@ func newDataPlane(cfg *agentConfig, src agentIdentity, log *slog.Logger, reg pro
 	if err != nil {
 		return nil, fmt.Errorf("agent: proxy metrics: %w", err)
 	}
-	d.peers, err = newMeshPeers(cfg.peers)
-	if err != nil {
-		return nil, usagef("agent: --peer: %v", err)
-	}
+	d.peers = newMeshPeers(cfg.peers)
 
 	d.inLn, err = net.Listen("tcp", cfg.inbound)
 	if err != nil {
@@ -380,8 +377,7 @@ func caHTTPClient(caURL string, src agentIdentity, td spiffeid.TrustDomain) (*ht
 // the registry's table. The registry part is rebuilt once per registry
 // change, never per request.
 type meshPeers struct {
-	static *proxy.StaticPeers
-	byName map[string][]proxy.Endpoint // static endpoints by service
+	byName map[string][]proxy.Endpoint // static endpoints by service (already checked by proxy.ParsePeer)
 	table  atomic.Pointer[peerTable]
 }
 
@@ -390,17 +386,13 @@ type peerTable struct {
 	services map[string][]proxy.Endpoint // registry endpoints merged with static ones
 }
 
-func newMeshPeers(static []proxy.Endpoint) (*meshPeers, error) {
-	sp, err := proxy.NewStaticPeers(static, nil)
-	if err != nil {
-		return nil, err
-	}
-	p := &meshPeers{static: sp, byName: map[string][]proxy.Endpoint{}}
+func newMeshPeers(static []proxy.Endpoint) *meshPeers {
+	p := &meshPeers{byName: map[string][]proxy.Endpoint{}}
 	for _, e := range static {
 		p.byName[e.Service] = append(p.byName[e.Service], e)
 	}
 	p.setTable(nil)
-	return p, nil
+	return p
 }
 
 // setTable converts a registry table into proxy endpoints, merged with the
@@ -442,13 +434,13 @@ func (p *meshPeers) Endpoints(service string) []proxy.Endpoint {
 	return p.table.Load().services[service]
 }
 
-// Route implements proxy.Peers: registry route prefixes (static peers carry
-// none).
+// Route implements proxy.Peers: registry route prefixes (--peer entries
+// carry none, so without a registry table no path is routed).
 func (p *meshPeers) Route(path string) (string, bool) {
 	if t := p.table.Load().reg; t != nil {
 		return t.Route(path)
 	}
-	return p.static.Route(path)
+	return "", false
 }
 
 // summary lists each service's endpoints for /status.
