@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -38,43 +34,22 @@ func TestKilledAgentFailover(t *testing.T) {
 		return nil
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var sent, failed atomic.Int64
-	var mu sync.Mutex
-	var failures []string
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				code, body, err := m.call(client, web, "GET", "users", "/users/7")
-				sent.Add(1)
-				if err != nil || code != 200 {
-					failed.Add(1)
-					mu.Lock()
-					if len(failures) < 5 {
-						failures = append(failures, fmt.Sprintf("%d %v %s", code, err, strings.TrimSpace(body)))
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	before := sent.Load()
+	tr := m.startTraffic(client, web, "users", "/users/7", 4)
+	defer tr.stop()
+	before := tr.sent.Load()
 	eventually(t, 10*time.Second, "traffic flows", func() error {
-		if sent.Load() < before+100 {
-			return fmt.Errorf("%d requests", sent.Load()-before)
+		if tr.sent.Load() < before+100 {
+			return fmt.Errorf("%d requests", tr.sent.Load()-before)
 		}
 		return nil
 	})
 
 	users2.proc.kill()
 	killed := time.Now()
-	afterKill := sent.Load()
+	afterKill := tr.sent.Load()
 	eventually(t, 20*time.Second, "traffic continues after the kill", func() error {
-		if sent.Load() < afterKill+500 {
-			return fmt.Errorf("%d requests since the kill", sent.Load()-afterKill)
+		if tr.sent.Load() < afterKill+500 {
+			return fmt.Errorf("%d requests since the kill", tr.sent.Load()-afterKill)
 		}
 		return nil
 	})
@@ -84,12 +59,11 @@ func TestKilledAgentFailover(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d idempotent requests failed after killing one endpoint; first: %q", failed.Load(), sent.Load(), failures)
+	tr.stop()
+	if tr.failed.Load() != 0 {
+		t.Fatalf("%d of %d idempotent requests failed after killing one endpoint; first: %q", tr.failed.Load(), tr.sent.Load(), tr.firstFailures())
 	}
-	t.Logf("%d requests, 0 failed; the dead entry left the registry %s after the kill", sent.Load(), time.Since(killed).Round(time.Second))
+	t.Logf("%d requests, 0 failed; the dead entry left the registry %s after the kill", tr.sent.Load(), time.Since(killed).Round(time.Second))
 
 	// The CA stops, then web restarts: with no registry to ask, it routes
 	// from the snapshot it persisted in its data dir (and its SVID from

@@ -257,28 +257,8 @@ func TestMeshLifecycle(t *testing.T) {
 	})
 
 	// Continuous traffic from here on: every request must succeed.
-	ctx, stopTraffic := context.WithCancel(context.Background())
-	var sent, failed atomic.Int64
-	var firstFailure sync.Once
-	var failure string
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			code, body, err := m.call(client, web, "GET", "users", "/users/7")
-			sent.Add(1)
-			if err != nil || code != 200 {
-				failed.Add(1)
-				firstFailure.Do(func() { failure = fmt.Sprintf("%d %v %s", code, err, body) })
-			}
-		}
-	}()
-	stop := func() {
-		stopTraffic()
-		wg.Wait()
-	}
-	defer stop()
+	tr := m.startTraffic(client, web, "users", "/users/7", 1)
+	defer tr.stop()
 
 	// Rotation: SVIDs live 12s, so both agents rotate during the traffic.
 	for _, a := range []*meshAgent{web, users} {
@@ -320,19 +300,19 @@ func TestMeshLifecycle(t *testing.T) {
 	if err := m.ca.stop(10 * time.Second); err != nil {
 		t.Logf("ca serve exit: %v", err)
 	}
-	before := sent.Load()
+	before := tr.sent.Load()
 	eventually(t, 20*time.Second, "traffic continues without the CA", func() error {
-		if sent.Load() < before+50 {
-			return fmt.Errorf("only %d requests since the CA stopped", sent.Load()-before)
+		if tr.sent.Load() < before+50 {
+			return fmt.Errorf("only %d requests since the CA stopped", tr.sent.Load()-before)
 		}
 		return nil
 	})
 
-	stop()
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed during rotation, reload and CA outage; first: %s", failed.Load(), sent.Load(), failure)
+	tr.stop()
+	if tr.failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed during rotation, reload and CA outage; first: %q", tr.failed.Load(), tr.sent.Load(), tr.firstFailures())
 	}
-	t.Logf("%d requests, 0 failed, across rotation, policy reload and CA outage", sent.Load())
+	t.Logf("%d requests, 0 failed, across rotation, policy reload and CA outage", tr.sent.Load())
 
 	// The CA comes back on the same address; the agents re-register.
 	m.startCA("--svid-ttl", "12s")
@@ -389,6 +369,54 @@ func (m *mesh) services(a *meshAgent) []string {
 		names = append(names, e.Service)
 	}
 	return names
+}
+
+// traffic is GET requests sent without pause through one agent's outbound
+// port by several goroutines, every answer counted.
+type traffic struct {
+	sent, failed atomic.Int64
+	mu           sync.Mutex
+	failures     []string // the first few
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+}
+
+// startTraffic sends GET path to service through from with workers
+// goroutines until stop.
+func (m *mesh) startTraffic(client *http.Client, from *meshAgent, service, path string, workers int) *traffic {
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &traffic{cancel: cancel}
+	for w := 0; w < workers; w++ {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for ctx.Err() == nil {
+				code, body, err := m.call(client, from, "GET", service, path)
+				tr.sent.Add(1)
+				if err != nil || code != 200 {
+					tr.failed.Add(1)
+					tr.mu.Lock()
+					if len(tr.failures) < 5 {
+						tr.failures = append(tr.failures, fmt.Sprintf("%d %v %s", code, err, strings.TrimSpace(body)))
+					}
+					tr.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return tr
+}
+
+// stop ends the traffic and waits for the senders; calling it again is a no-op.
+func (tr *traffic) stop() {
+	tr.cancel()
+	tr.wg.Wait()
+}
+
+func (tr *traffic) firstFailures() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return append([]string(nil), tr.failures...)
 }
 
 // get fetches url and returns status and body.
