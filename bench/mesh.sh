@@ -98,6 +98,19 @@ nginx_rss_kb() { # peak RSS of an nginx instance: master + workers
 
 proc_rss_kb() { awk '/VmHWM/ {print $2}' /proc/$1/status; }
 
+cpu_ticks() { # cpu_ticks PID...: user+system clock ticks of the processes and their threads
+  local total=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+
+nginx_pids() { # nginx_pids NAME: master and workers of an nginx instance
+  local master; master=$(cat "$work/$1/nginx.pid")
+  echo "$master $(pgrep -P "$master" | tr '\n' ' ')"
+}
+
 # ---------------------------------------------------------------- backend
 nginx_conf backend "
   server {
@@ -115,9 +128,16 @@ measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000
     log="$work/h2load-$name-$mode.log"
     local rate=()
     [ "$mode" = 1000rps ] && rate=(--rps 250)
+    # CPU time of the proxies under test during the measured part (after
+    # the warm-up): a figure that the machine's other load does not skew
+    # the way it skews req/s.
+    ( sleep "$WARMUP"; cpu_ticks $cpu_pids >"$work/cpu-$name-$mode.start" ) &
+    local sampler=$!
     h2load -c 4 -m 16 "${rate[@]}" -D "$DURATION" --warm-up-time "$WARMUP" \
       --log-file "$log" "$@" "$url" >"$work/h2load-$name-$mode.out" 2>&1 || {
         echo "h2load failed for $name/$mode:"; cat "$work/h2load-$name-$mode.out"; exit 1; }
+    local end_ticks; end_ticks=$(cpu_ticks $cpu_pids)
+    wait "$sampler" || true
     local rps failed p50 p99
     rps=$(awk '/^finished in/ {print $4}' "$work/h2load-$name-$mode.out")
     failed=$(awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="failed,") print $i}' "$work/h2load-$name-$mode.out")
@@ -131,7 +151,10 @@ measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000
       if (NR==0) {print "nan nan"; exit}
       i50=int(NR*0.50); if (i50<1) i50=1; i99=int(NR*0.99); if (i99<1) i99=1
       printf "%.3f %.3f\n", v[i50]/1000, v[i99]/1000 }')
-    results+=("$name $mode $rps $p50 $p99 ${failed:-0}")
+    local cpu_us
+    cpu_us=$(awk -v a="$(cat "$work/cpu-$name-$mode.start")" -v b="$end_ticks" -v r="$rps" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN { if (r+0 > 0 && b > a) printf "%.1f", (b-a)/hz*1e6/(r*d); else print "-" }')
+    results+=("$name $mode $rps $p50 $p99 ${failed:-0} $cpu_us")
   done
 }
 
@@ -211,6 +234,7 @@ rss=()
 for s in "${scenarios[@]}"; do
   case $s in
   direct)
+    cpu_pids=$(nginx_pids backend)
     measure direct "http://127.0.0.1:$BACKEND_H2C/users/1"
     ;;
   nginx)
@@ -225,12 +249,14 @@ for s in "${scenarios[@]}"; do
   }"
     wait_http "http://127.0.0.1:$NGX_A/users/1" --http2-prior-knowledge
     [ "$(curl -s --http2-prior-knowledge "http://127.0.0.1:$NGX_A/users/1")" = ok ] || { echo "nginx pair does not answer"; exit 1; }
+    cpu_pids="$(nginx_pids nginx-a) $(nginx_pids nginx-b)"
     measure nginx "http://127.0.0.1:$NGX_A/users/1"
     rss+=("nginx-pair $(( $(nginx_rss_kb nginx-a) + $(nginx_rss_kb nginx-b) ))")
     ;;
   meshguard)
     meshguard_pair
     wait_http "http://127.0.0.1:$MG_WEB_OUT/users/1" --http2-prior-knowledge -H "Host: users" --fail
+    cpu_pids="$web_pid $users_pid"
     measure meshguard "http://127.0.0.1:$MG_WEB_OUT/users/1" -H ":authority: users"
     rss+=("meshguard-pair $(( $(proc_rss_kb $web_pid) + $(proc_rss_kb $users_pid) ))")
     ;;
@@ -253,6 +279,7 @@ for s in "${scenarios[@]}"; do
     location / { return 404; }
   }"
     wait_http "https://127.0.0.1:$NGX_EDGE/api/users/1" --cacert "$d/ca.crt" --fail
+    cpu_pids="$(nginx_pids nginx-edge) $(nginx_pids nginx-b)"
     measure nginx-edge "https://127.0.0.1:$NGX_EDGE/api/users/1"
     rss+=("nginx-edge+b $(( $(nginx_rss_kb nginx-edge) + $(nginx_rss_kb nginx-b) ))")
     ;;
@@ -266,6 +293,7 @@ for s in "${scenarios[@]}"; do
       2>"$mg/edge.log" & edge_pid=$!; pids+=($edge_pid)
     wait_http "http://127.0.0.1:$MG_EDGE_ADMIN/readyz"
     wait_http "https://127.0.0.1:$MG_EDGE/api/users/1" --cacert "$d/ca.crt" --fail
+    cpu_pids="$edge_pid $users_pid"
     measure edge "https://127.0.0.1:$MG_EDGE/api/users/1"
     rss+=("edge+users-agent $(( $(proc_rss_kb $edge_pid) + $(proc_rss_kb $users_pid) ))")
     ;;
@@ -274,14 +302,15 @@ for s in "${scenarios[@]}"; do
 done
 
 # ---------------------------------------------------------------- report
-printf '\n%-10s %-8s %12s %9s %9s %8s %10s %10s\n' path mode "req/s" "p50 ms" "p99 ms" failed "req/s/dir" "p99/dir"
+printf '\n%-10s %-8s %12s %9s %9s %8s %10s %10s %11s\n' path mode "req/s" "p50 ms" "p99 ms" failed "req/s/dir" "p99/dir" "cpu us/req"
 for r in "${results[@]}"; do
-  read -r name mode rps p50 p99 failed <<<"$r"
+  read -r name mode rps p50 p99 failed cpu_us <<<"$r"
   base=$(printf '%s\n' "${results[@]}" | awk -v m="$mode" '$1=="direct" && $2==m {print $3, $5}')
   read -r brps bp99 <<<"${base:-nan nan}"
-  printf '%-10s %-8s %12.0f %9.3f %9.3f %8s %10s %10s\n' "$name" "$mode" "$rps" "$p50" "$p99" "$failed" \
+  printf '%-10s %-8s %12.0f %9.3f %9.3f %8s %10s %10s %11s\n' "$name" "$mode" "$rps" "$p50" "$p99" "$failed" \
     "$(awk -v a="$rps" -v b="$brps" 'BEGIN { if (b+0>0) printf "%.2f", a/b; else print "-" }')" \
-    "$(awk -v a="$p99" -v b="$bp99" 'BEGIN { if (b+0>0) printf "%.2f", a/b; else print "-" }')"
+    "$(awk -v a="$p99" -v b="$bp99" 'BEGIN { if (b+0>0) printf "%.2f", a/b; else print "-" }')" "$cpu_us"
 done
+echo "(cpu us/req: CPU time of the proxies under test (direct: the backend) per request, after the warm-up)"
 echo
 for r in "${rss[@]}"; do read -r name kb <<<"$r"; printf 'peak RSS %-15s %8.1f MiB\n' "$name" "$(awk -v k="$kb" 'BEGIN {print k/1024}')"; done

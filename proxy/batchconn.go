@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -28,6 +29,10 @@ type batchConn struct {
 }
 
 const maxBatchPending = 1 << 20
+
+// batchYieldBelow: a batch smaller than this waits for one scheduler round
+// before it is written.
+const batchYieldBelow = 32 << 10
 
 func newBatchConn(tc net.Conn) *batchConn {
 	b := &batchConn{tc: tc, done: make(chan struct{})}
@@ -68,6 +73,14 @@ func (b *batchConn) loop() {
 		if b.err != nil || len(b.buf) == 0 { // closing and drained
 			b.mu.Unlock()
 			return
+		}
+		if len(b.buf) < batchYieldBelow && !b.closing {
+			// Let the goroutines that are ready to run (handlers about to
+			// write their frames) append before the syscall: one yield
+			// costs far less than the write it saves.
+			b.mu.Unlock()
+			runtime.Gosched()
+			b.mu.Lock()
 		}
 		out := b.buf
 		b.buf = b.spare[:0]

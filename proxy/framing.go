@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -236,47 +237,87 @@ func (c *framingConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// plainListener wraps every accepted connection in a framingConn (the
-// outbound listener: HTTP/1.1 and h2c on the same port; on h2c the scanner
-// gives up at the binary frames, and HTTP/2 requests never consult it).
-type plainListener struct{ net.Listener }
-
-func (l plainListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &framingConn{Conn: c}, nil
-}
-
-// tlsListener performs the TLS handshake itself (concurrently, with a
-// deadline, bounded) and hands net/http each connection as a framingConn
-// over a batchConn. net/http then sees plaintext: HTTP/1.1 (watched by the
-// framing scanner) or HTTP/2 with prior knowledge (the peer negotiated h2 by
-// ALPN). The TLS state reaches handlers through ConnContext instead of
-// r.TLS, and the server's response frames are batched into fewer TLS
-// records and syscalls, as on the client side.
-type tlsListener struct {
+// connListener accepts connections, prepares each on its own goroutine
+// (the TLS handshake on the inbound listener, a peek at the first bytes on
+// the outbound one), then serves HTTP/2 connections itself with serveH2 and
+// hands HTTP/1.1 ones to net/http through Accept, as framingConns (the
+// plaintext bytes pass the HTTP/1.1 framing scanner). TLS state reaches
+// handlers through the conn (ConnContext) instead of r.TLS. Writes to the
+// peer go through a batchConn: frames written while a syscall is in
+// progress leave together in the next one.
+type connListener struct {
 	inner   net.Listener
-	conf    *tls.Config
-	timeout time.Duration
+	prepare func(ctx context.Context, raw net.Conn) (c *framingConn, h2 bool, err error)
+	serveH2 func(c net.Conn)
 	ready   chan net.Conn
 	done    chan struct{}
 	errc    chan error
 	once    sync.Once
 	wg      sync.WaitGroup
+	timeout time.Duration
 	onError func(remote net.Addr, err error)
-	ctx     context.Context // canceled by Close: ends pending handshakes
+	ctx     context.Context // canceled by Close: ends pending preparations
 	cancel  context.CancelFunc
-	slots   chan struct{} // bounds concurrent handshakes
+	slots   chan struct{} // bounds concurrent preparations
 }
 
-// maxPendingHandshakes bounds the handshakes in progress; past it new
-// connections are closed at once (a slow-handshake flood costs no more).
+// maxPendingHandshakes bounds the handshakes (or first-byte peeks) in
+// progress; past it new connections are closed at once (a slow-handshake
+// flood costs no more).
 const maxPendingHandshakes = 4096
 
-func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration, onError func(net.Addr, error)) *tlsListener {
-	l := &tlsListener{inner: inner, conf: conf, timeout: timeout, onError: onError,
+// newTLSListener is the inbound listener: TLS 1.3 handshakes with a
+// deadline, then HTTP/2 (ALPN h2) to serveH2 and HTTP/1.1 to net/http.
+func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration, onError func(net.Addr, error), serveH2 func(net.Conn)) *connListener {
+	prepare := func(ctx context.Context, raw net.Conn) (*framingConn, bool, error) {
+		tc := tls.Server(raw, conf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = tc.Close()
+			return nil, false, err
+		}
+		h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
+		return &framingConn{Conn: newBatchConn(tc), tls: tc}, h2, nil
+	}
+	return newConnListener(inner, prepare, timeout, onError, serveH2)
+}
+
+// newPlainListener is the outbound listener: h2c with prior knowledge (the
+// connection starts with the HTTP/2 preface) to serveH2, anything else to
+// net/http as HTTP/1.1.
+func newPlainListener(inner net.Listener, timeout time.Duration, onError func(net.Addr, error), serveH2 func(net.Conn)) *connListener {
+	prepare := func(ctx context.Context, raw net.Conn) (*framingConn, bool, error) {
+		stop := context.AfterFunc(ctx, func() { _ = raw.SetReadDeadline(time.Now()) })
+		br := bufio.NewReaderSize(raw, 64)
+		// "PRI" starts only the HTTP/2 preface: no HTTP/1.1 method is PRI,
+		// and every HTTP/1.1 request line is longer than three bytes.
+		b, err := br.Peek(3)
+		if !stop() || err != nil {
+			_ = raw.Close()
+			if err == nil {
+				err = ctx.Err()
+			}
+			return nil, false, fmt.Errorf("read the first bytes: %w", err)
+		}
+		_ = raw.SetReadDeadline(time.Time{})
+		c := peekedConn{Conn: raw, r: br}
+		if string(b) == "PRI" {
+			return &framingConn{Conn: newBatchConn(c)}, true, nil
+		}
+		return &framingConn{Conn: c}, false, nil
+	}
+	return newConnListener(inner, prepare, timeout, onError, serveH2)
+}
+
+// peekedConn reads what was peeked before the rest of the connection.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+func newConnListener(inner net.Listener, prepare func(context.Context, net.Conn) (*framingConn, bool, error), timeout time.Duration, onError func(net.Addr, error), serveH2 func(net.Conn)) *connListener {
+	l := &connListener{inner: inner, prepare: prepare, serveH2: serveH2, timeout: timeout, onError: onError,
 		ready: make(chan net.Conn), done: make(chan struct{}), errc: make(chan error, 1),
 		slots: make(chan struct{}, maxPendingHandshakes)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -285,7 +326,7 @@ func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration,
 	return l
 }
 
-func (l *tlsListener) acceptLoop() {
+func (l *connListener) acceptLoop() {
 	defer l.wg.Done()
 	backoff := 5 * time.Millisecond
 	for {
@@ -314,31 +355,32 @@ func (l *tlsListener) acceptLoop() {
 			continue
 		}
 		l.wg.Add(1)
-		go l.handshake(c)
+		go l.handle(c)
 	}
 }
 
-func (l *tlsListener) handshake(raw net.Conn) {
+func (l *connListener) handle(raw net.Conn) {
 	defer l.wg.Done()
-	defer func() { <-l.slots }()
-	tc := tls.Server(raw, l.conf)
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
-	err := tc.HandshakeContext(ctx)
+	c, h2, err := l.prepare(ctx, raw)
 	cancel()
+	<-l.slots
 	if err != nil {
 		l.onError(raw.RemoteAddr(), err)
-		_ = tc.Close()
 		return
 	}
-	c := &framingConn{Conn: newBatchConn(tc), tls: tc}
+	if h2 {
+		l.serveH2(c)
+		return
+	}
 	select {
 	case l.ready <- c:
 	case <-l.done:
-		_ = tc.Close()
+		_ = c.Close()
 	}
 }
 
-func (l *tlsListener) Accept() (net.Conn, error) {
+func (l *connListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ready:
 		return c, nil
@@ -350,7 +392,8 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *tlsListener) Close() error {
+// Close stops accepting; connections being served go on.
+func (l *connListener) Close() error {
 	var err error
 	l.once.Do(func() {
 		l.cancel()
@@ -360,7 +403,8 @@ func (l *tlsListener) Close() error {
 	return err
 }
 
-func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
+func (l *connListener) Addr() net.Addr { return l.inner.Addr() }
 
-// wait blocks until the accept loop and all handshakes have ended.
-func (l *tlsListener) wait() { l.wg.Wait() }
+// wait blocks until the accept loop, the preparations and the HTTP/2
+// connections served here have ended.
+func (l *connListener) wait() { l.wg.Wait() }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/authz"
+	"github.com/meshguard/meshguard/internal/h2server"
 	"github.com/meshguard/meshguard/internal/logkey"
 	"github.com/meshguard/meshguard/internal/svidcheck"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -64,7 +65,8 @@ type Inbound struct {
 	log     *slog.Logger
 	ln      net.Listener
 	tlsConf *tls.Config
-	srv     *http.Server
+	srv     *http.Server     // HTTP/1.1 peers
+	h2      *h2server.Server // HTTP/2 peers (ALPN h2)
 	fwd     *forwarder
 	appTr   *http.Transport
 	td      spiffeid.TrustDomain
@@ -156,22 +158,49 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 		HTTP2:             h2Config(cfg.MaxConcurrentStreams),
 		Protocols:         new(http.Protocols),
 		ErrorLog:          slog.NewLogLogger(in.log.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			ic := &inConn{}
-			ic.gen.Store(in.gen.Load())
-			if fc, ok := c.(*framingConn); ok && fc.tls != nil {
-				ic.chain = fc.tls.ConnectionState().PeerCertificates
-				ic.scan = &fc.scan
-			}
-			return context.WithValue(ctx, inConnKey{}, ic)
-		},
+		ConnContext:       in.connContext,
 	}
-	// TLS is terminated by tlsListener: net/http sees HTTP/1.1 or HTTP/2
-	// with prior knowledge over the decrypted stream.
+	// TLS is terminated by the listener: net/http gets the HTTP/1.1
+	// connections, h2server the ones that negotiated h2.
 	in.srv.Protocols.SetHTTP1(true)
-	in.srv.Protocols.SetUnencryptedHTTP2(true)
+	in.h2, err = h2server.New(h2server.Config{
+		Handler:              in,
+		MaxConcurrentStreams: uint32(cfg.MaxConcurrentStreams),
+		MaxHeaderBytes:       cfg.MaxHeaderBytes,
+		MaxReadFrameSize:     h2MaxFrame,
+		StreamWindow:         h2StreamWindow,
+		ConnWindow:           h2ConnWindow,
+		IdleTimeout:          cfg.IdleTimeout,
+		PrefaceTimeout:       cfg.ReadHeaderTimeout,
+		ConnContext:          in.connContext,
+		Logger:               in.log,
+	})
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("new inbound: %w", err)
+	}
 	return in, nil
 }
+
+// connContext attaches the connection's verified peer state to its requests.
+func (in *Inbound) connContext(ctx context.Context, c net.Conn) context.Context {
+	ic := &inConn{}
+	ic.gen.Store(in.gen.Load())
+	if fc, ok := c.(*framingConn); ok && fc.tls != nil {
+		ic.chain = fc.tls.ConnectionState().PeerCertificates
+		ic.scan = &fc.scan
+	}
+	return context.WithValue(ctx, inConnKey{}, ic)
+}
+
+// HTTP/2 flow-control and frame tuning of meshguard's servers: bigger
+// windows and frames than the protocol defaults (64 KiB, 16 KiB) so one
+// multiplexed connection is not flow-control bound.
+const (
+	h2MaxFrame     = 256 << 10
+	h2StreamWindow = 4 << 20
+	h2ConnWindow   = 16 << 20
+)
 
 // h2Config is the HTTP/2 tuning of meshguard's servers and the app
 // transport: bigger windows and frames than Go's defaults (1 MiB windows,
@@ -226,8 +255,9 @@ func (in *Inbound) Run(ctx context.Context) error {
 	}
 	tl := newTLSListener(in.ln, in.tlsConf, in.cfg.ReadHeaderTimeout, func(remote net.Addr, err error) {
 		in.log.Debug("TLS handshake error from " + remote.String() + ": " + err.Error())
-	})
+	}, func(c net.Conn) { in.h2.ServeConn(context.Background(), c) })
 	defer tl.wait()
+	defer in.h2.Close() // after a clean drain there is nothing left to close
 	defer tl.Close()
 	errc := make(chan error, 1)
 	go func() { errc <- in.srv.Serve(tl) }()
@@ -245,8 +275,11 @@ func (in *Inbound) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.ShutdownTimeout)
 	defer cancel()
+	h2done := make(chan error, 1)
+	go func() { h2done <- in.h2.Shutdown(sctx) }()
 	err := in.srv.Shutdown(sctx)
 	<-errc
+	err = errors.Join(err, <-h2done)
 	in.appTr.CloseIdleConnections()
 	if err != nil {
 		_ = in.srv.Close()

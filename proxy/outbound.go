@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/h2server"
 	"github.com/meshguard/meshguard/internal/logkey"
 	"golang.org/x/net/http2"
 )
@@ -55,7 +56,8 @@ type Outbound struct {
 	cfg     OutboundConfig
 	log     *slog.Logger
 	ln      net.Listener
-	srv     *http.Server
+	srv     *http.Server     // HTTP/1.1 from the app
+	h2s     *h2server.Server // h2c (prior knowledge) from the app
 	fwd     *forwarder
 	h2      *http2.Transport
 	ctx     context.Context // lives until Run ends; dials use it
@@ -147,10 +149,27 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 			return ctx
 		},
 	}
-	// HTTP/1.1 and h2c with prior knowledge. net/http never performs the
+	// HTTP/1.1 here, h2c with prior knowledge in h2server (the listener
+	// sorts connections by their first bytes). net/http never performs the
 	// "Upgrade: h2c" dance, and the handler strips Upgrade anyway.
 	o.srv.Protocols.SetHTTP1(true)
-	o.srv.Protocols.SetUnencryptedHTTP2(true)
+	var err error
+	o.h2s, err = h2server.New(h2server.Config{
+		Handler:              o,
+		MaxConcurrentStreams: uint32(cfg.MaxConcurrentStreams),
+		MaxHeaderBytes:       cfg.MaxHeaderBytes,
+		MaxReadFrameSize:     h2MaxFrame,
+		StreamWindow:         h2StreamWindow,
+		ConnWindow:           h2ConnWindow,
+		IdleTimeout:          cfg.IdleTimeout,
+		PrefaceTimeout:       cfg.ReadHeaderTimeout,
+		Logger:               o.log,
+	})
+	if err != nil {
+		o.cancel()
+		_ = ln.Close()
+		return nil, fmt.Errorf("new outbound: %w", err)
+	}
 	return o, nil
 }
 
@@ -163,8 +182,14 @@ func (o *Outbound) Run(ctx context.Context) error {
 		return errors.New("outbound: Run called twice")
 	}
 	defer o.cancel()
+	pl := newPlainListener(o.ln, o.cfg.ReadHeaderTimeout, func(remote net.Addr, err error) {
+		o.log.Debug("connection from " + remote.String() + ": " + err.Error())
+	}, func(c net.Conn) { o.h2s.ServeConn(context.Background(), c) })
+	defer pl.wait()
+	defer o.h2s.Close()
+	defer pl.Close()
 	errc := make(chan error, 1)
-	go func() { errc <- o.srv.Serve(plainListener{o.ln}) }()
+	go func() { errc <- o.srv.Serve(pl) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
@@ -182,8 +207,11 @@ func (o *Outbound) Run(ctx context.Context) error {
 	defer cancel()
 	var drainErr error
 	if serveErr == nil {
+		h2done := make(chan error, 1)
+		go func() { h2done <- o.h2s.Shutdown(sctx) }()
 		drainErr = o.srv.Shutdown(sctx)
 		<-errc
+		drainErr = errors.Join(drainErr, <-h2done)
 	}
 	o.closePool()
 	o.cancel()

@@ -1,0 +1,735 @@
+package h2server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// conn is one HTTP/2 connection. The goroutine in serve reads and handles
+// every frame; handlers write their own frames under wmu.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	fr     *http2.Framer // read side only (reader goroutine)
+	remote string
+	ctx    context.Context
+	cancel context.CancelFunc
+	names  map[string]string // wire name → canonical key (reader goroutine)
+
+	handlers sync.WaitGroup
+	lastRead atomic.Int64 // unix nanoseconds of the last frame read
+	maxFrame atomic.Uint32
+
+	wmu   sync.Mutex
+	wfr   *http2.Framer // write side only
+	hbuf  bytes.Buffer
+	henc  *hpack.Encoder
+	lower map[string]string // response header key → wire name (under wmu)
+
+	mu          sync.Mutex
+	streams     map[uint32]*stream
+	maxSeen     uint32 // highest client stream ID seen
+	running     int    // handlers running
+	queue       []*stream
+	sendConnWin int64 // what we may still send on the connection
+	connWaiters []*stream
+	peerInitWin int64 // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	recvConnWin int64 // what the client may still send on the connection
+	connUnacked int64 // connection bytes consumed, not yet returned
+	goAway      bool  // GOAWAY sent: no new streams
+	closed      bool
+	idleTimer   *time.Timer
+	pingTimer   *time.Timer
+	pingAt      int64 // unix nanoseconds of an unanswered PING, 0 = none
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		s:           s,
+		nc:          nc,
+		br:          bufio.NewReaderSize(nc, 64<<10),
+		remote:      nc.RemoteAddr().String(),
+		names:       make(map[string]string, 32),
+		lower:       make(map[string]string, 32),
+		streams:     make(map[uint32]*stream),
+		sendConnWin: 65535,
+		peerInitWin: 65535,
+		recvConnWin: int64(s.cfg.ConnWindow),
+	}
+	c.fr = http2.NewFramer(nil, c.br)
+	c.fr.SetMaxReadFrameSize(s.cfg.MaxReadFrameSize)
+	c.fr.MaxHeaderListSize = uint32(s.cfg.MaxHeaderBytes)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.SetReuseFrames()
+	c.wfr = http2.NewFramer(nc, nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.maxFrame.Store(16384)
+	return c
+}
+
+// connError ends the connection with GOAWAY code.
+type connError struct {
+	code   http2.ErrCode
+	reason string
+}
+
+func (e connError) Error() string { return fmt.Sprintf("connection error %v: %s", e.code, e.reason) }
+
+func (c *conn) serve(base context.Context) {
+	c.ctx, c.cancel = context.WithCancel(base)
+	defer c.handlers.Wait()
+	err := c.run()
+	var ce connError
+	if errors.As(err, &ce) {
+		c.s.log.Debug("h2: closing connection", "remote", c.remote, "error", err.Error())
+		c.mu.Lock()
+		last := c.maxSeen
+		c.goAway = true
+		c.mu.Unlock()
+		c.wmu.Lock()
+		_ = c.wfr.WriteGoAway(last, ce.code, nil)
+		c.wmu.Unlock()
+	}
+	c.closeNow(err)
+}
+
+func (c *conn) run() error {
+	s := c.s
+	_ = c.nc.SetReadDeadline(time.Now().Add(s.cfg.PrefaceTimeout))
+	c.wmu.Lock()
+	err := c.wfr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.cfg.MaxConcurrentStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(s.cfg.StreamWindow)},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: s.cfg.MaxReadFrameSize},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(s.cfg.MaxHeaderBytes)},
+	)
+	if err == nil && s.cfg.ConnWindow > 65535 {
+		err = c.wfr.WriteWindowUpdate(0, uint32(s.cfg.ConnWindow-65535))
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("write settings: %w", err)
+	}
+	if err := readPreface(c.br); err != nil {
+		return err
+	}
+	first := true
+	c.lastRead.Store(time.Now().UnixNano())
+	c.mu.Lock()
+	c.pingTimer = time.AfterFunc(s.cfg.PingInterval, c.pingCheck)
+	c.armIdleLocked()
+	c.mu.Unlock()
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			switch {
+			case errors.As(err, &se):
+				c.onStreamError(se.StreamID, se.Code)
+				continue
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				return connError{http2.ErrCodeFrameSize, err.Error()}
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				return connError{http2.ErrCode(ce), "frame: " + err.Error()}
+			}
+			return err
+		}
+		c.lastRead.Store(time.Now().UnixNano())
+		if first {
+			sf, ok := f.(*http2.SettingsFrame)
+			if !ok || sf.IsAck() {
+				return connError{http2.ErrCodeProtocol, "first frame is not SETTINGS"}
+			}
+			_ = c.nc.SetReadDeadline(time.Time{})
+			first = false
+		}
+		if err := c.handleFrame(f); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *conn) handleFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.RSTStreamFrame:
+		return c.onReset(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			c.mu.Lock()
+			c.pingAt = 0
+			c.mu.Unlock()
+			return nil
+		}
+		c.wmu.Lock()
+		err := c.wfr.WritePing(true, f.Data)
+		c.wmu.Unlock()
+		return err
+	case *http2.GoAwayFrame:
+		return nil // the client opens no new streams; open ones finish
+	case *http2.PushPromiseFrame:
+		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
+	default:
+		return nil // PRIORITY and unknown frame types are ignored
+	}
+}
+
+// onStreamError answers a frame-level stream error with RST_STREAM.
+func (c *conn) onStreamError(id uint32, code http2.ErrCode) {
+	c.mu.Lock()
+	if id%2 == 1 && id > c.maxSeen {
+		c.maxSeen = id
+	}
+	st := c.streams[id]
+	if st != nil {
+		c.resetLocked(st, errStreamClosed)
+	}
+	c.mu.Unlock()
+	c.writeReset(id, code)
+}
+
+func (c *conn) writeReset(id uint32, code http2.ErrCode) {
+	c.wmu.Lock()
+	_ = c.wfr.WriteRSTStream(id, code)
+	c.wmu.Unlock()
+}
+
+func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return connError{http2.ErrCodeProtocol, "even stream ID from a client"}
+	}
+	c.mu.Lock()
+	if st := c.streams[id]; st != nil {
+		c.mu.Unlock()
+		return c.onTrailers(st, f)
+	}
+	if id <= c.maxSeen {
+		c.mu.Unlock()
+		return connError{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
+	}
+	c.maxSeen = id
+	if c.goAway || c.closed {
+		c.mu.Unlock()
+		c.writeReset(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	if len(c.streams) >= int(c.s.cfg.MaxConcurrentStreams) {
+		c.mu.Unlock()
+		c.writeReset(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	c.mu.Unlock()
+
+	st := &stream{c: c, id: id, declared: -1}
+	st.rnotify = make(chan struct{}, 1)
+	st.wnotify = make(chan struct{}, 1)
+	var handler http.Handler = c.s.cfg.Handler
+	if f.Truncated {
+		handler = http.HandlerFunc(tooLarge)
+		st.req = &http.Request{Method: "GET", URL: &url0, Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.remote}
+	} else if code := c.newRequest(st, f); code != http2.ErrCodeNo {
+		c.writeReset(id, code)
+		return nil
+	}
+	st.handler = handler
+	ctx, cancel := context.WithCancel(c.ctx)
+	st.ctx, st.cancel = ctx, cancel
+	st.req = st.req.WithContext(ctx)
+	st.rw.st = st
+	st.rw.header = make(http.Header, 8)
+	st.rw.isHead = st.req.Method == http.MethodHead
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		cancel()
+		return nil
+	}
+	st.recvWin = int64(c.s.cfg.StreamWindow)
+	st.sendWin = c.peerInitWin
+	if f.StreamEnded() {
+		st.remoteClosed = true
+		st.bodyErr = io.EOF
+	}
+	st.inMap = true
+	c.streams[id] = st
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	if c.running < int(c.s.cfg.MaxConcurrentStreams) {
+		c.startLocked(st)
+		return nil
+	}
+	// More handlers than streams may be running when the client resets
+	// streams whose handlers have not finished: queue, within a bound.
+	c.queue = append(c.queue, st)
+	if len(c.queue) > 4*int(c.s.cfg.MaxConcurrentStreams) {
+		return connError{http2.ErrCodeEnhanceYourCalm, "too many streams reset before their handlers finished"}
+	}
+	return nil
+}
+
+func (c *conn) startLocked(st *stream) {
+	c.running++
+	c.handlers.Add(1)
+	go c.runHandler(st)
+}
+
+var url0 = urlRoot()
+
+func tooLarge(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+	_, _ = io.WriteString(w, `{"error":"request header fields too large"}`+"\n")
+}
+
+func (c *conn) onTrailers(st *stream, f *http2.MetaHeadersFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.remoteClosed {
+		c.resetLocked(st, errStreamClosed)
+		go c.writeReset(st.id, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	if !f.StreamEnded() {
+		return connError{http2.ErrCodeProtocol, "trailers without END_STREAM"}
+	}
+	if f.Truncated || len(f.PseudoFields()) > 0 {
+		c.resetLocked(st, errStreamClosed)
+		go c.writeReset(st.id, http2.ErrCodeProtocol)
+		return nil
+	}
+	for _, hf := range f.RegularFields() {
+		key := c.canonical(hf.Name)
+		if !validTrailer(key) {
+			c.resetLocked(st, errStreamClosed)
+			go c.writeReset(st.id, http2.ErrCodeProtocol)
+			return nil
+		}
+		if st.req.Trailer == nil {
+			st.req.Trailer = make(http.Header)
+		}
+		st.trailer = append(st.trailer, [2]string{key, hf.Value})
+	}
+	c.endRemoteLocked(st)
+	return nil
+}
+
+// endRemoteLocked records END_STREAM from the client.
+func (c *conn) endRemoteLocked(st *stream) {
+	st.remoteClosed = true
+	if st.declared >= 0 && st.received != st.declared {
+		st.bodyErr = fmt.Errorf("request body: %d bytes, content-length %d", st.received, st.declared)
+		c.resetLocked(st, st.bodyErr)
+		go c.writeReset(st.id, http2.ErrCodeProtocol)
+		return
+	}
+	st.bodyErr = io.EOF
+	notify(st.rnotify)
+	if st.localClosed {
+		c.removeLocked(st)
+	}
+}
+
+func (c *conn) onData(f *http2.DataFrame) error {
+	id := f.StreamID
+	n := int64(f.Length)
+	data := f.Data()
+	c.mu.Lock()
+	if n > c.recvConnWin {
+		c.mu.Unlock()
+		return connError{http2.ErrCodeFlowControl, "DATA past the connection window"}
+	}
+	c.recvConnWin -= n
+	st := c.streams[id]
+	if st == nil || st.remoteClosed {
+		if id > c.maxSeen {
+			c.mu.Unlock()
+			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
+		}
+		upd := c.creditConnLocked(n)
+		if st != nil {
+			c.resetLocked(st, errStreamClosed)
+		}
+		c.mu.Unlock()
+		c.writeUpdates(upd, 0, 0)
+		c.writeReset(id, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	if n > st.recvWin {
+		upd := c.creditConnLocked(n)
+		c.resetLocked(st, errStreamClosed)
+		c.mu.Unlock()
+		c.writeUpdates(upd, 0, 0)
+		c.writeReset(id, http2.ErrCodeFlowControl)
+		return nil
+	}
+	st.recvWin -= n
+	st.received += int64(len(data))
+	if st.declared >= 0 && st.received > st.declared {
+		upd := c.creditConnLocked(n)
+		st.bodyErr = errors.New("request body longer than its content-length")
+		c.resetLocked(st, st.bodyErr)
+		c.mu.Unlock()
+		c.writeUpdates(upd, 0, 0)
+		c.writeReset(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	var upd, supd int64
+	if st.bodyClosed {
+		// Nobody will read it: return the credit at once.
+		upd, supd = c.creditLocked(st, n)
+	} else {
+		if pad := n - int64(len(data)); pad > 0 {
+			upd, supd = c.creditLocked(st, pad)
+		}
+		if len(data) > 0 {
+			st.buf = append(st.buf, data...)
+			notify(st.rnotify)
+		}
+	}
+	if f.StreamEnded() {
+		c.endRemoteLocked(st)
+		supd = 0 // no window updates for a closed stream
+	}
+	c.mu.Unlock()
+	c.writeUpdates(upd, id, supd)
+	return nil
+}
+
+// creditConnLocked returns n connection bytes to the client's window and
+// says how much to announce now (0: not yet, to batch updates).
+func (c *conn) creditConnLocked(n int64) int64 {
+	c.connUnacked += n
+	if c.connUnacked >= int64(c.s.cfg.ConnWindow)/4 {
+		u := c.connUnacked
+		c.connUnacked = 0
+		c.recvConnWin += u
+		return u
+	}
+	return 0
+}
+
+// creditLocked returns n consumed bytes of st to both windows.
+func (c *conn) creditLocked(st *stream, n int64) (conn, strm int64) {
+	conn = c.creditConnLocked(n)
+	if st.remoteClosed || !st.inMap {
+		return conn, 0
+	}
+	st.unacked += n
+	if st.unacked >= int64(c.s.cfg.StreamWindow)/4 {
+		strm = st.unacked
+		st.unacked = 0
+		st.recvWin += strm
+	}
+	return conn, strm
+}
+
+func (c *conn) writeUpdates(connInc int64, id uint32, streamInc int64) {
+	if connInc == 0 && streamInc == 0 {
+		return
+	}
+	c.wmu.Lock()
+	if connInc > 0 {
+		_ = c.wfr.WriteWindowUpdate(0, uint32(connInc))
+	}
+	if streamInc > 0 {
+		_ = c.wfr.WriteWindowUpdate(id, uint32(streamInc))
+	}
+	c.wmu.Unlock()
+}
+
+func (c *conn) onReset(f *http2.RSTStreamFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxSeen {
+			return connError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
+		}
+		return nil
+	}
+	c.resetLocked(st, fmt.Errorf("stream reset by the client (%v)", f.ErrCode))
+	return nil
+}
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	inc := int64(f.Increment)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.StreamID == 0 {
+		c.sendConnWin += inc
+		if c.sendConnWin > math.MaxInt32 {
+			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
+		}
+		for _, st := range c.connWaiters {
+			notify(st.wnotify)
+		}
+		c.connWaiters = c.connWaiters[:0]
+		return nil
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxSeen {
+			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
+		}
+		return nil
+	}
+	st.sendWin += inc
+	if st.sendWin > math.MaxInt32 {
+		c.resetLocked(st, errStreamClosed)
+		go c.writeReset(st.id, http2.ErrCodeFlowControl)
+		return nil
+	}
+	notify(st.wnotify)
+	return nil
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			c.mu.Lock()
+			delta := int64(s.Val) - c.peerInitWin
+			c.peerInitWin = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWin += delta
+				if st.sendWin > math.MaxInt32 {
+					c.mu.Unlock()
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				notify(st.wnotify)
+			}
+			c.mu.Unlock()
+		case http2.SettingMaxFrameSize:
+			c.maxFrame.Store(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.wmu.Lock()
+			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
+			c.wmu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		var ce http2.ConnectionError
+		if errors.As(err, &ce) {
+			return connError{http2.ErrCode(ce), "bad SETTINGS"}
+		}
+		return connError{http2.ErrCodeProtocol, "bad SETTINGS: " + err.Error()}
+	}
+	c.wmu.Lock()
+	err = c.wfr.WriteSettingsAck()
+	c.wmu.Unlock()
+	return err
+}
+
+// resetLocked ends st abnormally: its writers fail, and so does its body
+// reader unless the body had arrived whole.
+func (c *conn) resetLocked(st *stream, err error) {
+	if st.reset {
+		return
+	}
+	st.reset = true
+	if st.bodyErr == nil {
+		st.bodyErr = err
+		c.dropBodyLocked(st)
+	}
+	c.removeLocked(st)
+	notify(st.rnotify)
+	notify(st.wnotify)
+	if st.cancel != nil {
+		st.cancel()
+	}
+}
+
+// dropBodyLocked discards st's unread body bytes and returns their credit
+// to the connection window (nobody will read them).
+func (c *conn) dropBodyLocked(st *stream) {
+	unread := int64(len(st.buf) - st.off)
+	st.buf, st.off = nil, 0
+	if unread > 0 {
+		if u := c.creditConnLocked(unread); u > 0 {
+			go c.writeUpdates(u, 0, 0)
+		}
+	}
+}
+
+// removeLocked takes st out of the stream table.
+func (c *conn) removeLocked(st *stream) {
+	if !st.inMap {
+		return
+	}
+	st.inMap = false
+	delete(c.streams, st.id)
+	c.maybeIdleLocked()
+}
+
+// maybeIdleLocked arms the idle timer, or finishes a graceful shutdown,
+// once nothing is open or running.
+func (c *conn) maybeIdleLocked() {
+	if len(c.streams) > 0 || c.running > 0 || c.closed {
+		return
+	}
+	if c.goAway {
+		go c.closeNow(nil)
+		return
+	}
+	c.armIdleLocked()
+}
+
+func (c *conn) armIdleLocked() {
+	if c.idleTimer == nil {
+		c.idleTimer = time.AfterFunc(c.s.cfg.IdleTimeout, c.onIdle)
+		return
+	}
+	c.idleTimer.Reset(c.s.cfg.IdleTimeout)
+}
+
+func (c *conn) onIdle() {
+	c.mu.Lock()
+	idle := len(c.streams) == 0 && c.running == 0 && !c.closed
+	c.mu.Unlock()
+	if idle {
+		c.startGracefulShutdown()
+	}
+}
+
+// pingCheck sends a PING after PingInterval of silence and closes the
+// connection when the answer does not come within PingTimeout.
+func (c *conn) pingCheck() {
+	now := time.Now().UnixNano()
+	last := c.lastRead.Load()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if c.pingAt != 0 {
+		if last > c.pingAt {
+			c.pingAt = 0 // something arrived: alive
+		} else if now-c.pingAt >= int64(c.s.cfg.PingTimeout) {
+			c.mu.Unlock()
+			c.s.log.Debug("h2: no answer to PING, closing", "remote", c.remote)
+			c.closeNow(errors.New("ping timeout"))
+			return
+		} else {
+			c.pingTimer.Reset(time.Duration(c.pingAt + int64(c.s.cfg.PingTimeout) - now))
+			c.mu.Unlock()
+			return
+		}
+	}
+	silent := time.Duration(now - last)
+	if silent < c.s.cfg.PingInterval {
+		c.pingTimer.Reset(c.s.cfg.PingInterval - silent)
+		c.mu.Unlock()
+		return
+	}
+	c.pingAt = now
+	c.pingTimer.Reset(c.s.cfg.PingTimeout)
+	c.mu.Unlock()
+	c.wmu.Lock()
+	_ = c.wfr.WritePing(false, [8]byte{'m', 'e', 's', 'h', 'p', 'i', 'n', 'g'})
+	c.wmu.Unlock()
+}
+
+// startGracefulShutdown sends GOAWAY: streams already seen finish, new ones
+// are refused, and the connection closes when the last one is done.
+func (c *conn) startGracefulShutdown() {
+	c.mu.Lock()
+	if c.goAway || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.goAway = true
+	last := c.maxSeen
+	c.mu.Unlock()
+	c.wmu.Lock()
+	_ = c.wfr.WriteGoAway(last, http2.ErrCodeNo, nil)
+	c.wmu.Unlock()
+	c.mu.Lock()
+	c.maybeIdleLocked()
+	c.mu.Unlock()
+}
+
+// closeNow closes the connection: every stream's context is canceled and
+// its pending reads and writes fail.
+func (c *conn) closeNow(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	if err == nil {
+		err = errConnClosed
+	}
+	for _, st := range c.streams {
+		c.resetLocked(st, err)
+	}
+	for _, st := range c.queue {
+		if st.cancel != nil {
+			st.cancel()
+		}
+	}
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	if c.pingTimer != nil {
+		c.pingTimer.Stop()
+	}
+	c.mu.Unlock()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	_ = c.nc.Close()
+}
+
+// canonical returns the http.Header key for a (lowercase) wire name,
+// cached per connection.
+func (c *conn) canonical(name string) string {
+	if k, ok := c.names[name]; ok {
+		return k
+	}
+	k := http.CanonicalHeaderKey(name)
+	if len(c.names) < 512 {
+		c.names[name] = k
+	}
+	return k
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

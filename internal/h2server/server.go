@@ -1,0 +1,232 @@
+package h2server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxConcurrentStreams = 1000
+	DefaultMaxHeaderBytes       = 64 << 10
+	DefaultMaxReadFrameSize     = 256 << 10
+	DefaultStreamWindow         = 4 << 20
+	DefaultConnWindow           = 16 << 20
+	DefaultIdleTimeout          = 2 * time.Minute
+	DefaultPrefaceTimeout       = 10 * time.Second
+	DefaultPingInterval         = 30 * time.Second
+	DefaultPingTimeout          = 15 * time.Second
+)
+
+// Config configures a Server. Zero values take the defaults above.
+type Config struct {
+	// Handler serves every request. Required.
+	Handler http.Handler
+	// MaxConcurrentStreams is advertised to clients and also bounds the
+	// handlers running at once on one connection.
+	MaxConcurrentStreams uint32
+	// MaxHeaderBytes bounds a request's header list (SETTINGS_MAX_HEADER_LIST_SIZE);
+	// larger ones are answered 431.
+	MaxHeaderBytes int
+	// MaxReadFrameSize is the largest frame accepted (SETTINGS_MAX_FRAME_SIZE).
+	MaxReadFrameSize uint32
+	// StreamWindow and ConnWindow are the receive flow-control windows: how
+	// much request body a client may send ahead per stream and per connection.
+	StreamWindow int32
+	ConnWindow   int32
+	// IdleTimeout closes (GOAWAY) a connection that had no open stream for this long.
+	IdleTimeout time.Duration
+	// PrefaceTimeout bounds the wait for the client preface and its SETTINGS.
+	PrefaceTimeout time.Duration
+	// PingInterval is how long a connection may stay silent before the
+	// server sends a PING; PingTimeout is how long the answer may take
+	// before the connection is closed.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	// ConnContext, when set, derives each connection's base context (the
+	// request contexts descend from it).
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// Logger gets protocol errors at debug level. Nil: discarded.
+	Logger *slog.Logger
+}
+
+// Server serves HTTP/2 on connections handed to ServeConn.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	shutdown bool
+	idle     chan struct{} // closed and replaced when a conn ends during Shutdown
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("h2server: Handler is required")
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.MaxReadFrameSize == 0 {
+		cfg.MaxReadFrameSize = DefaultMaxReadFrameSize
+	}
+	if cfg.MaxReadFrameSize < 16384 || cfg.MaxReadFrameSize > 1<<24-1 {
+		return nil, fmt.Errorf("h2server: MaxReadFrameSize %d outside [16384, 16777215]", cfg.MaxReadFrameSize)
+	}
+	if cfg.StreamWindow <= 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	}
+	if cfg.ConnWindow <= 0 {
+		cfg.ConnWindow = DefaultConnWindow
+	}
+	if cfg.ConnWindow < 65535 {
+		cfg.ConnWindow = 65535
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.PrefaceTimeout <= 0 {
+		cfg.PrefaceTimeout = DefaultPrefaceTimeout
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = DefaultPingTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, conns: make(map[*conn]struct{}), idle: make(chan struct{})}, nil
+}
+
+// ServeConn serves one connection until it ends, then closes it. The client
+// preface must not have been consumed (a caller that peeked it passes a
+// conn whose Read returns the peeked bytes first). ServeConn returns after
+// the connection's handlers have returned.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		if s.shutdown {
+			close(s.idle)
+			s.idle = make(chan struct{})
+		}
+		s.mu.Unlock()
+	}()
+	base := ctx
+	if s.cfg.ConnContext != nil {
+		base = s.cfg.ConnContext(ctx, nc)
+	}
+	c.serve(base)
+}
+
+// Shutdown stops new streams on every connection (GOAWAY), lets the open
+// ones finish, and returns when every connection has ended or ctx is done,
+// in which case the remaining connections are closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for c := range s.conns {
+		c.startGracefulShutdown()
+	}
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		n, idle := len(s.conns), s.idle
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		}
+	}
+}
+
+// Close closes every connection at once.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.shutdown = true
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.closeNow(errServerClosed)
+	}
+}
+
+var (
+	errServerClosed = errors.New("h2server: server closed")
+	errStreamClosed = errors.New("h2server: stream closed")
+	errConnClosed   = errors.New("h2server: connection closed")
+)
+
+// prefacedConn reads a peeked preface before the rest of a connection.
+type prefacedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *prefacedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// WithPeeked returns a conn whose Read first returns what br buffered from
+// nc (for callers that peeked at the preface to choose a protocol).
+func WithPeeked(nc net.Conn, br *bufio.Reader) net.Conn {
+	if br.Buffered() == 0 {
+		return nc
+	}
+	return &prefacedConn{Conn: nc, r: br}
+}
+
+// IsPreface reports whether b starts like the HTTP/2 client preface (at
+// least the first len(b) bytes of it match).
+func IsPreface(b []byte) bool {
+	p := http2.ClientPreface
+	if len(b) > len(p) {
+		b = b[:len(p)]
+	}
+	return len(b) > 0 && string(b) == p[:len(b)]
+}
+
+// readPreface consumes the client preface.
+func readPreface(r io.Reader) error {
+	var buf [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(r, buf[:]); err != nil {
+		return fmt.Errorf("read client preface: %w", err)
+	}
+	if string(buf[:]) != http2.ClientPreface {
+		return errors.New("bad client preface")
+	}
+	return nil
+}

@@ -1,0 +1,344 @@
+package h2server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// stream is one request and its response.
+type stream struct {
+	c       *conn
+	id      uint32
+	ctx     context.Context
+	cancel  context.CancelFunc
+	req     *http.Request
+	handler http.Handler
+	rw      responseWriter
+	body    requestBody
+	trailer [][2]string // request trailers, copied into req.Trailer at EOF
+
+	// Guarded by c.mu.
+	inMap        bool // in c.streams
+	remoteClosed bool // END_STREAM received
+	localClosed  bool // END_STREAM sent
+	reset        bool
+	bodyClosed   bool
+	recvWin      int64 // what the client may still send on this stream
+	unacked      int64
+	sendWin      int64
+	declared     int64 // content-length, -1 = none
+	received     int64
+	buf          []byte // request body received, not yet read
+	off          int
+	bodyErr      error // io.EOF once the body is complete
+	needContinue bool
+
+	rnotify chan struct{} // body data or end arrived
+	wnotify chan struct{} // send window grew, or the stream ended
+}
+
+func urlRoot() url.URL { return url.URL{Path: "/"} }
+
+// newRequest builds st.req from a HEADERS frame, or returns the error code
+// of a malformed request (RFC 9113 §8.1.1).
+func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
+	method := f.PseudoValue("method")
+	path := f.PseudoValue("path")
+	scheme := f.PseudoValue("scheme")
+	authority := f.PseudoValue("authority")
+	if f.PseudoValue("protocol") != "" {
+		return http2.ErrCodeProtocol // no extended CONNECT
+	}
+	var u *url.URL
+	requestURI := path
+	if method == http.MethodConnect {
+		if path != "" || scheme != "" || authority == "" {
+			return http2.ErrCodeProtocol
+		}
+		u = &url.URL{Host: authority}
+		requestURI = authority
+	} else {
+		if method == "" || path == "" || scheme == "" {
+			return http2.ErrCodeProtocol
+		}
+		var err error
+		if u, err = url.ParseRequestURI(path); err != nil {
+			return http2.ErrCodeProtocol
+		}
+	}
+	fields := f.RegularFields()
+	h := make(http.Header, len(fields))
+	var cookies []string
+	var host string
+	declared := int64(-1)
+	for _, hf := range fields {
+		switch hf.Name {
+		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+			return http2.ErrCodeProtocol
+		case "te":
+			if hf.Value != "trailers" {
+				return http2.ErrCodeProtocol
+			}
+		case "cookie":
+			cookies = append(cookies, hf.Value)
+			continue
+		case "host":
+			if host == "" {
+				host = hf.Value
+			}
+			continue
+		case "content-length":
+			n, err := strconv.ParseInt(hf.Value, 10, 64)
+			if err != nil || n < 0 || declared >= 0 && n != declared {
+				return http2.ErrCodeProtocol
+			}
+			declared = n
+		}
+		k := c.canonical(hf.Name)
+		h[k] = append(h[k], hf.Value)
+	}
+	if len(cookies) > 0 {
+		h["Cookie"] = []string{strings.Join(cookies, "; ")}
+	}
+	if authority == "" {
+		authority = host
+	}
+	r := &http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     h,
+		Host:       authority,
+		RequestURI: requestURI,
+		RemoteAddr: c.remote,
+	}
+	if vv, ok := h["Trailer"]; ok {
+		for _, v := range vv {
+			for name := range strings.SplitSeq(v, ",") {
+				key := http.CanonicalHeaderKey(textproto(name))
+				if !validTrailer(key) {
+					return http2.ErrCodeProtocol
+				}
+				if r.Trailer == nil {
+					r.Trailer = make(http.Header)
+				}
+				r.Trailer[key] = nil
+			}
+		}
+		delete(h, "Trailer")
+	}
+	if f.StreamEnded() {
+		if declared > 0 {
+			return http2.ErrCodeProtocol
+		}
+		r.ContentLength = 0
+		r.Body = http.NoBody
+	} else {
+		r.ContentLength = declared
+		st.declared = declared
+		st.body.st = st
+		r.Body = &st.body
+		st.needContinue = strings.EqualFold(h.Get("Expect"), "100-continue")
+	}
+	st.req = r
+	return http2.ErrCodeNo
+}
+
+func textproto(s string) string { return strings.TrimSpace(s) }
+
+// validTrailer reports whether key may be a trailer (RFC 9110 §6.5.1).
+func validTrailer(key string) bool {
+	if key == "" || !httpguts.ValidTrailerHeader(key) {
+		return false
+	}
+	switch key {
+	case "Content-Length", "Host", "Trailer", "Te", "Authorization", "Cookie", "Set-Cookie":
+		return false
+	}
+	return true
+}
+
+// runHandler serves one stream and releases its slot.
+func (c *conn) runHandler(st *stream) {
+	defer c.handlers.Done()
+	aborted := true
+	func() {
+		defer func() {
+			if e := recover(); e != nil && e != http.ErrAbortHandler {
+				c.s.log.Error("h2: handler panic", "remote", c.remote, "panic", fmt.Sprint(e))
+			}
+		}()
+		st.handler.ServeHTTP(&st.rw, st.req)
+		aborted = false
+	}()
+	if !aborted {
+		if err := st.rw.finish(); err != nil {
+			aborted = true
+		}
+	}
+	closeConn := st.rw.closeConn
+	c.mu.Lock()
+	var code http2.ErrCode = math32
+	switch {
+	case aborted && !st.localClosed && !st.reset:
+		code = http2.ErrCodeInternal
+		c.resetLocked(st, errStreamClosed)
+	case !st.remoteClosed && !st.reset:
+		// Response complete, request still coming: tell the client to stop.
+		code = http2.ErrCodeNo
+		c.resetLocked(st, errStreamClosed)
+	}
+	st.bodyClosed = true
+	c.dropBodyLocked(st)
+	c.running--
+	var next *stream
+	for len(c.queue) > 0 && c.running < int(c.s.cfg.MaxConcurrentStreams) {
+		q := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		if q.reset || c.closed {
+			continue
+		}
+		next = q
+		break
+	}
+	if next != nil {
+		c.startLocked(next)
+	} else {
+		c.maybeIdleLocked()
+	}
+	c.mu.Unlock()
+	st.cancel()
+	if code != math32 {
+		c.writeReset(st.id, code)
+	}
+	if closeConn {
+		c.startGracefulShutdown()
+	}
+	st.rw.release()
+}
+
+const math32 = http2.ErrCode(1<<32 - 1) // "no RST_STREAM to send"
+
+// requestBody is the request body of a stream: bytes the reader goroutine
+// buffered, handed out with flow-control credit returned as they are read.
+type requestBody struct{ st *stream }
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	st := b.st
+	c := st.c
+	c.mu.Lock()
+	if st.needContinue {
+		st.needContinue = false
+		if len(st.buf) == st.off && st.bodyErr == nil {
+			c.mu.Unlock()
+			c.writeContinue(st.id)
+			c.mu.Lock()
+		}
+	}
+	for {
+		if st.off < len(st.buf) {
+			n := copy(p, st.buf[st.off:])
+			st.off += n
+			if st.off == len(st.buf) {
+				st.buf, st.off = st.buf[:0], 0
+			}
+			cu, su := c.creditLocked(st, int64(n))
+			c.mu.Unlock()
+			c.writeUpdates(cu, st.id, su)
+			return n, nil
+		}
+		if err := st.bodyErr; err != nil {
+			if err == io.EOF && len(st.trailer) > 0 && st.req.Trailer != nil {
+				for _, kv := range st.trailer {
+					st.req.Trailer[kv[0]] = append(st.req.Trailer[kv[0]], kv[1])
+				}
+				st.trailer = nil
+			}
+			c.mu.Unlock()
+			return 0, err
+		}
+		if st.bodyClosed {
+			c.mu.Unlock()
+			return 0, errors.New("h2server: read on closed body")
+		}
+		c.mu.Unlock()
+		select {
+		case <-st.rnotify:
+		case <-st.ctx.Done():
+			c.mu.Lock()
+			if st.off < len(st.buf) || st.bodyErr != nil {
+				continue
+			}
+			c.mu.Unlock()
+			return 0, fmt.Errorf("read request body: %w", context.Cause(st.ctx))
+		}
+		c.mu.Lock()
+	}
+}
+
+// Close discards what was not read; the client is told to stop sending
+// when the handler returns.
+func (b *requestBody) Close() error {
+	st := b.st
+	st.c.mu.Lock()
+	st.bodyClosed = true
+	st.c.dropBodyLocked(st)
+	st.c.mu.Unlock()
+	return nil
+}
+
+func (c *conn) writeContinue(id uint32) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.hbuf.Reset()
+	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+	_ = c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
+}
+
+// reserve waits until up to want bytes may be sent on st and takes them
+// from both send windows.
+func (st *stream) reserve(want int) (int, error) {
+	c := st.c
+	c.mu.Lock()
+	for {
+		if st.reset || c.closed {
+			c.mu.Unlock()
+			return 0, errStreamClosed
+		}
+		n := int64(want)
+		n = min(n, st.sendWin, c.sendConnWin)
+		if n > 0 {
+			st.sendWin -= n
+			c.sendConnWin -= n
+			c.mu.Unlock()
+			return int(n), nil
+		}
+		if c.sendConnWin <= 0 {
+			c.connWaiters = append(c.connWaiters, st)
+		}
+		c.mu.Unlock()
+		select {
+		case <-st.wnotify:
+		case <-st.ctx.Done():
+			return 0, fmt.Errorf("send on stream %d: %w", st.id, context.Cause(st.ctx))
+		}
+		c.mu.Lock()
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, respBufSize); return &b }}
+
+const respBufSize = 16 << 10
