@@ -547,6 +547,24 @@ func TestH1ClientIdleTimeout(t *testing.T) {
 	}
 }
 
+func TestInboundAppClient(t *testing.T) {
+	for _, tc := range []struct {
+		proto string
+		want  string
+	}{
+		{AppHTTP1, "*proxy.h1Client"},
+		{"", "*proxy.h1Client"},
+		{AppH2C, "*http.Transport"},
+	} {
+		t.Run(tc.proto, func(t *testing.T) {
+			m := newMesh(t, meshOpts{app: echo, inTweak: func(c *InboundConfig) { c.AppProtocol = tc.proto }})
+			if got := fmt.Sprintf("%T", m.in.app); got != tc.want {
+				t.Fatalf("app client %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
 // rawApp accepts connections on loopback and runs serve on each, for
 // answers net/http's server would not give.
 func rawApp(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (addr string, accepted *atomic.Int64) {

@@ -66,7 +66,7 @@ type Inbound struct {
 	tlsConf *tls.Config
 	srv     *http.Server
 	fwd     *forwarder
-	appTr   *http.Transport
+	app     appClient
 	td      spiffeid.TrustDomain
 	ownID   atomic.Pointer[string]
 	gen     atomic.Uint64 // bumped at every Source change
@@ -88,6 +88,13 @@ type inConn struct {
 }
 
 type inConnKey struct{}
+
+// appClient is the inbound's client to the app: an h1Client or, for h2c, an
+// http.Transport. Run closes its idle connections at shutdown.
+type appClient interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
 
 // NewInbound validates cfg and opens the listener (so Addr is known before
 // Run).
@@ -117,25 +124,28 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	own := svid.ID.String()
 	in.ownID.Store(&own)
 
-	in.appTr = &http.Transport{
-		Proxy:                  nil,
-		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    1024,
-		IdleConnTimeout:        90 * time.Second,
-		DisableCompression:     true,
-		MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
-		WriteBufferSize:        32 << 10,
-		ReadBufferSize:         32 << 10,
-		Protocols:              new(http.Protocols),
-		HTTP2:                  h2Config(cfg.MaxConcurrentStreams),
-	}
 	if cfg.AppProtocol == AppH2C {
-		in.appTr.Protocols.SetUnencryptedHTTP2(true)
+		tr := &http.Transport{
+			Proxy:                  nil,
+			DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:           1024,
+			MaxIdleConnsPerHost:    1024,
+			IdleConnTimeout:        90 * time.Second,
+			DisableCompression:     true,
+			MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
+			WriteBufferSize:        32 << 10,
+			ReadBufferSize:         32 << 10,
+			Protocols:              new(http.Protocols),
+			HTTP2:                  h2Config(cfg.MaxConcurrentStreams),
+		}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		in.app = tr
 	} else {
-		in.appTr.Protocols.SetHTTP1(true)
+		// HTTP/1.1 without http.Transport's per-connection read and write
+		// goroutines: see h1Client.
+		in.app = newH1Client(cfg.App, cfg.MaxHeaderBytes, cfg.Now)
 	}
-	in.fwd = &forwarder{rt: in.appTr, bufs: newBufferPool(256), scheme: "http", host: cfg.App, onError: in.appError}
+	in.fwd = &forwarder{rt: in.app, bufs: newBufferPool(256), scheme: "http", host: cfg.App, onError: in.appError}
 
 	ln := cfg.Listener
 	if ln == nil {
@@ -247,7 +257,7 @@ func (in *Inbound) Run(ctx context.Context) error {
 	defer cancel()
 	err := in.srv.Shutdown(sctx)
 	<-errc
-	in.appTr.CloseIdleConnections()
+	in.app.CloseIdleConnections()
 	if err != nil {
 		_ = in.srv.Close()
 		return fmt.Errorf("inbound: drain: %w", err)
