@@ -30,6 +30,13 @@
 // opened with expire, and drained when the bundle no longer verifies their
 // peer; in-flight requests finish.
 //
+// The inbound's HTTP/1.1 client to the app is h1Client, not net/http's
+// Transport: one fixed address, and the exchange runs on the request's
+// goroutine (only a request body is written from a second one), where
+// Transport hands every request to a per-connection write loop and read
+// loop. Requests are still written by net/http (Request.Write) and
+// responses parsed by it (ReadResponse). h2c apps use the Transport.
+//
 // Usage sketch (package main wires it):
 //
 //	m, _ := proxy.NewMetrics(reg)

@@ -68,7 +68,7 @@ type Inbound struct {
 	srv     *http.Server     // HTTP/1.1 peers
 	h2      *h2server.Server // HTTP/2 peers (ALPN h2)
 	fwd     *forwarder
-	appTr   *http.Transport
+	app     appClient
 	td      spiffeid.TrustDomain
 	ownID   atomic.Pointer[string]
 	gen     atomic.Uint64 // bumped at every Source change
@@ -90,6 +90,13 @@ type inConn struct {
 }
 
 type inConnKey struct{}
+
+// appClient is the inbound's client to the app: an h1Client or, for h2c, an
+// http.Transport. Run closes its idle connections at shutdown.
+type appClient interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
 
 // NewInbound validates cfg and opens the listener (so Addr is known before
 // Run).
@@ -119,25 +126,28 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	own := svid.ID.String()
 	in.ownID.Store(&own)
 
-	in.appTr = &http.Transport{
-		Proxy:                  nil,
-		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    1024,
-		IdleConnTimeout:        90 * time.Second,
-		DisableCompression:     true,
-		MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
-		WriteBufferSize:        32 << 10,
-		ReadBufferSize:         32 << 10,
-		Protocols:              new(http.Protocols),
-		HTTP2:                  h2Config(cfg.MaxConcurrentStreams),
-	}
 	if cfg.AppProtocol == AppH2C {
-		in.appTr.Protocols.SetUnencryptedHTTP2(true)
+		tr := &http.Transport{
+			Proxy:                  nil,
+			DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:           1024,
+			MaxIdleConnsPerHost:    1024,
+			IdleConnTimeout:        90 * time.Second,
+			DisableCompression:     true,
+			MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
+			WriteBufferSize:        32 << 10,
+			ReadBufferSize:         32 << 10,
+			Protocols:              new(http.Protocols),
+			HTTP2:                  h2Config(cfg.MaxConcurrentStreams),
+		}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		in.app = tr
 	} else {
-		in.appTr.Protocols.SetHTTP1(true)
+		// HTTP/1.1 without http.Transport's per-connection read and write
+		// goroutines: see h1Client.
+		in.app = newH1Client(cfg.App, cfg.MaxHeaderBytes, cfg.Now)
 	}
-	in.fwd = &forwarder{rt: in.appTr, bufs: newBufferPool(256), scheme: "http", host: cfg.App, onError: in.appError}
+	in.fwd = &forwarder{rt: in.app, bufs: newBufferPool(256), scheme: "http", host: cfg.App, onError: in.appError}
 
 	ln := cfg.Listener
 	if ln == nil {
@@ -280,7 +290,7 @@ func (in *Inbound) Run(ctx context.Context) error {
 	err := in.srv.Shutdown(sctx)
 	<-errc
 	err = errors.Join(err, <-h2done)
-	in.appTr.CloseIdleConnections()
+	in.app.CloseIdleConnections()
 	if err != nil {
 		_ = in.srv.Close()
 		return fmt.Errorf("inbound: drain: %w", err)
