@@ -3,16 +3,15 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshguard/meshguard/proxy"
 	"github.com/meshguard/meshguard/proxy/edge"
 )
 
@@ -119,43 +118,29 @@ func (e *edgeListener) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
+	pc := proxy.PublicConfig{
+		Listener:          e.ln,
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,
+		ShutdownTimeout:   10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
-		Protocols:         new(http.Protocols),
+		Logger:            e.log,
 	}
-	srv.Protocols.SetHTTP1(true)
 	if e.certs != nil {
-		srv.Protocols.SetHTTP2(true)
 		// TLS 1.2 is accepted here, on the outside listener only; between
 		// agents it is 1.3.
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: e.certs.GetCertificate}
+		pc.TLS = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: e.certs.GetCertificate}
 		go e.certs.Run(ctx, e.flags.certReloadFreq)
-	} else {
-		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	pub, err := proxy.NewPublic(pc)
+	if err != nil {
+		return fmt.Errorf("edge listener: %w", err)
 	}
 	e.log.Info("edge listening", "addr", e.ln.Addr().String(), "tls", e.certs != nil, "exposed", e.flags.expose.String())
-	errc := make(chan error, 1)
-	go func() {
-		if e.certs != nil {
-			errc <- srv.ServeTLS(e.ln, "", "")
-		} else {
-			errc <- srv.Serve(e.ln)
-		}
-	}()
-	select {
-	case err := <-errc:
+	if err := pub.Run(ctx); err != nil {
 		return fmt.Errorf("edge listener: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("edge listener shutdown: %w", err)
 	}
 	return nil
 }

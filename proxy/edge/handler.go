@@ -82,10 +82,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out := r.Clone(r.Context())
+	// The edge owns r: a shallow copy (its header map edited in place)
+	// instead of r.Clone's deep copy of every header.
+	out := new(http.Request)
+	*out = *r
+	u := *r.URL
+	out.URL = &u
 	SanitizeOutside(out.Header)
 	proto := "http"
-	if r.TLS != nil {
+	if proxy.TLSState(r) != nil {
 		proto = "https"
 	}
 	AppendForwarded(out.Header, r.RemoteAddr, proto, r.Host)
