@@ -6,6 +6,7 @@
 #   DURATION=30 bash bench/mesh.sh     # longer runs
 #   ONLY=direct,nginx bash bench/mesh.sh
 #   ONLY=direct,nginx-edge,edge bash bench/mesh.sh   # the edge comparison (issue 7)
+#   MESHGUARD_BIN=/tmp/meshguard-old ONLY=meshguard bash bench/mesh.sh  # a prebuilt binary
 #
 # Paths measured (client speaks h2c to the first hop in every case):
 #   direct:    h2load -> backend (nginx, `return 200`)
@@ -200,7 +201,11 @@ mg_ready=""
 meshguard_pair() { # CA + registry, the users agent (Rego, audit) and the web agent
   [ -n "$mg_ready" ] && return; mg_ready=1
   mg="$work/meshguard"; mkdir -p "$mg/policy"
-  (cd "$root" && go build -o "$mg/meshguard" .)
+  if [ -n "${MESHGUARD_BIN:-}" ]; then # a prebuilt binary, e.g. to compare two builds
+    cp "$MESHGUARD_BIN" "$mg/meshguard"
+  else
+    (cd "$root" && go build -o "$mg/meshguard" .)
+  fi
   # The shipped rules, configured for the bench's callers.
   cp "$root"/policies/*.rego "$mg/policy/"
   cat >"$mg/policy/data.json" <<JSON
