@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
@@ -328,6 +329,13 @@ type compiledSet struct {
 	// nondeterministic lists the non-deterministic built-ins the policy
 	// calls; when it is non-empty, decisions are never cached.
 	nondeterministic []string
+	// fields are the input.request fields the policy can observe; the
+	// others are not converted (see usedRequestFields).
+	fields requestFields
+	// evalOpts are the evaluation options common to every decision: the
+	// revision's read transaction (see compile), no metrics, answers kept
+	// as AST values.
+	evalOpts rego.EvalOption
 	// partialErr says why partial evaluation was not possible (the
 	// queries concerned are then evaluated on the rules as written).
 	partialErr error
@@ -405,6 +413,22 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 		}
 		*q.dst = pq
 	}
+	// One read transaction serves every decision of the revision: the
+	// store is never written after this point, a read transaction of the
+	// in-memory store only reads its immutable data (so concurrent use is
+	// safe), and opening one per evaluation cost an allocation and a
+	// contended lock. It is never closed: the store goes with the set.
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("opening policy data transaction: %w", err)
+	}
+	fixed := []rego.EvalOption{rego.EvalTransaction(txn), rego.EvalMetrics(metrics.NoOp()), rego.EvalGenerateJSON(keepAST)}
+	set.evalOpts = func(ectx *rego.EvalContext) {
+		for _, o := range fixed {
+			o(ectx)
+		}
+	}
+	set.fields = usedRequestFields(compiler.Modules)
 	for _, f := range files {
 		set.files = append(set.files, f.rel)
 	}

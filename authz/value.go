@@ -52,17 +52,36 @@ func newInputKeys() *inputKeys {
 // per request). Nil maps become empty objects so that a policy can always
 // index input.request.headers and input.request.query.
 func (k *inputKeys) astValue(in *Input) ast.Value {
+	return k.astValueOf(in, allRequestFields)
+}
+
+// astValueOf is astValue with only the request fields in fields: those a
+// policy cannot observe (see usedRequestFields) are left out.
+func (k *inputKeys) astValueOf(in *Input, fields requestFields) ast.Value {
+	var buf [6][2]*ast.Term
+	req := buf[:0]
+	if fields&fieldMethod != 0 {
+		req = append(req, [2]*ast.Term{k.method, k.str(in.Request.Method)})
+	}
+	if fields&fieldPath != 0 {
+		req = append(req, [2]*ast.Term{k.path, ast.StringTerm(in.Request.Path)})
+	}
+	if fields&fieldQuery != 0 {
+		req = append(req, [2]*ast.Term{k.query, queryTerm(in.Request.Query)})
+	}
+	if fields&fieldHeaders != 0 {
+		req = append(req, [2]*ast.Term{k.headers, k.headerTerm(in.Request.Headers)})
+	}
+	if fields&fieldHost != 0 {
+		req = append(req, [2]*ast.Term{k.host, k.str(in.Request.Host)})
+	}
+	if fields&fieldProtocol != 0 {
+		req = append(req, [2]*ast.Term{k.protocol, k.str(in.Request.Protocol)})
+	}
 	return ast.NewObject(
 		[2]*ast.Term{k.source, k.sourceTerm(in.Source)},
 		[2]*ast.Term{k.destination, k.destinationTerm(in.Destination)},
-		[2]*ast.Term{k.request, ast.NewTerm(ast.NewObject(
-			[2]*ast.Term{k.method, k.str(in.Request.Method)},
-			[2]*ast.Term{k.path, ast.StringTerm(in.Request.Path)},
-			[2]*ast.Term{k.query, queryTerm(in.Request.Query)},
-			[2]*ast.Term{k.headers, k.headerTerm(in.Request.Headers)},
-			[2]*ast.Term{k.host, k.str(in.Request.Host)},
-			[2]*ast.Term{k.protocol, k.str(in.Request.Protocol)},
-		))},
+		[2]*ast.Term{k.request, ast.NewTerm(ast.NewObject(req...))},
 	)
 }
 
