@@ -364,7 +364,7 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 		ctx, cancel = context.WithTimeout(ctx, e.cfg.Timeout)
 		defer cancel()
 	}
-	input := e.keys.astValueOf(in, set.fields)
+	input := e.keys.astValueOf(in, set.input)
 	opts := []rego.EvalOption{
 		rego.EvalParsedInput(input),
 		rego.EvalTime(now),

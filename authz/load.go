@@ -329,9 +329,9 @@ type compiledSet struct {
 	// nondeterministic lists the non-deterministic built-ins the policy
 	// calls; when it is non-empty, decisions are never cached.
 	nondeterministic []string
-	// fields are the input.request fields the policy can observe; the
-	// others are not converted (see usedRequestFields).
-	fields requestFields
+	// input is what of input.request the decision queries can observe;
+	// the rest is not converted (see queryInputUse).
+	input inputUse
 	// evalOpts are the evaluation options common to every decision: the
 	// revision's read transaction (see compile), no metrics, answers kept
 	// as AST values.
@@ -401,17 +401,29 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 			opts = append(opts, rego.PartialNamespace(q.namespace))
 			return rego.New(opts...).PrepareForEval(ctx, rego.WithPartialEval())
 		}
-		pq, err := prepare(q.namespace != "")
-		if err != nil && q.namespace != "" && ctx.Err() == nil {
+		partial := q.namespace != ""
+		pq, err := prepare(partial)
+		if err != nil && partial && ctx.Err() == nil {
 			// Partial evaluation is an optimization: a policy it cannot
 			// handle is evaluated as written.
 			set.partialErr = errors.Join(set.partialErr, err)
+			partial = false
 			pq, err = prepare(false)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("preparing query %s: %w", q.text, err)
 		}
 		*q.dst = pq
+		if q.dst == &set.explain {
+			continue
+		}
+		// What the query reads of the input; rego puts the rules of a
+		// partial result under the namespace, as __result__.
+		var result ast.Ref
+		if partial {
+			result = ast.MustParseRef("data." + q.namespace + ".__result__")
+		}
+		set.input = set.input.union(decisionInputUse(compiler, body[0].Terms.(*ast.Term).Value.(ast.Ref), result))
 	}
 	// One read transaction serves every decision of the revision: the
 	// store is never written after this point, a read transaction of the
@@ -428,7 +440,6 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 			o(ectx)
 		}
 	}
-	set.fields = usedRequestFields(compiler.Modules)
 	for _, f := range files {
 		set.files = append(set.files, f.rel)
 	}

@@ -52,12 +52,13 @@ func newInputKeys() *inputKeys {
 // per request). Nil maps become empty objects so that a policy can always
 // index input.request.headers and input.request.query.
 func (k *inputKeys) astValue(in *Input) ast.Value {
-	return k.astValueOf(in, allRequestFields)
+	return k.astValueOf(in, everything)
 }
 
-// astValueOf is astValue with only the request fields in fields: those a
-// policy cannot observe (see usedRequestFields) are left out.
-func (k *inputKeys) astValueOf(in *Input, fields requestFields) ast.Value {
+// astValueOf is astValue with only the parts of the request in use: those
+// a policy cannot observe (see queryInputUse) are left out.
+func (k *inputKeys) astValueOf(in *Input, use inputUse) ast.Value {
+	fields := use.fields
 	var buf [6][2]*ast.Term
 	req := buf[:0]
 	if fields&fieldMethod != 0 {
@@ -70,7 +71,7 @@ func (k *inputKeys) astValueOf(in *Input, fields requestFields) ast.Value {
 		req = append(req, [2]*ast.Term{k.query, queryTerm(in.Request.Query)})
 	}
 	if fields&fieldHeaders != 0 {
-		req = append(req, [2]*ast.Term{k.headers, k.headerTerm(in.Request.Headers)})
+		req = append(req, [2]*ast.Term{k.headers, k.headerTerm(in.Request.Headers, use.headers)})
 	}
 	if fields&fieldHost != 0 {
 		req = append(req, [2]*ast.Term{k.host, k.str(in.Request.Host)})
@@ -113,11 +114,27 @@ func (k *inputKeys) str(s string) *ast.Term {
 	return k.strings.put(s, ast.StringTerm(s))
 }
 
-// headerTerm and queryTerm share OPA's interned empty object for the
-// common empty case.
-func (k *inputKeys) headerTerm(h map[string]string) *ast.Term {
+// headerTerm converts the headers named in only, or all of them when only
+// is nil. headerTerm and queryTerm share OPA's interned empty object for
+// the common empty case.
+func (k *inputKeys) headerTerm(h map[string]string, only []string) *ast.Term {
 	if len(h) == 0 {
 		return ast.InternedEmptyObject
+	}
+	if only != nil {
+		var obj ast.Object
+		for _, name := range only {
+			if v, ok := h[name]; ok {
+				if obj == nil {
+					obj = ast.NewObjectWithCapacity(len(only))
+				}
+				obj.Insert(k.str(name), ast.StringTerm(v))
+			}
+		}
+		if obj == nil {
+			return ast.InternedEmptyObject
+		}
+		return ast.NewTerm(obj)
 	}
 	obj := ast.NewObjectWithCapacity(len(h))
 	for name, v := range h {
