@@ -365,32 +365,20 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 		defer cancel()
 	}
 	input := e.keys.astValueOf(in, set.input)
-	opts := []rego.EvalOption{
-		rego.EvalParsedInput(input),
-		rego.EvalTime(now),
-		rego.EvalExternalCancel(&st.deadline),
-		rego.EvalVirtualCache(&st.rules),
-		set.evalOpts,
-	}
-	rs, err := set.allow.Eval(ctx, opts...)
+	allow, defined, err := set.allow.eval(ctx, st, input, now)
 	if err != nil {
 		return false, nil, e.evalError(ctx, st, e.locate(ctx, st, set, in, now, err))
 	}
-	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+	if !defined {
 		return decisionValue(nil, false, nil)
 	}
-	allow, _ := rs[0].Expressions[0].Value.(ast.Value)
 	if b, ok := allow.(ast.Boolean); !ok || bool(b) {
 		return astDecision(allow, nil)
 	}
 	st.rules.reset() // each query starts with an empty memo, as with OPA's own
-	rs, err = set.reasons.Eval(ctx, opts...)
+	reasons, _, err := set.reasons.eval(ctx, st, input, now)
 	if err != nil {
 		return false, nil, e.evalError(ctx, st, e.locate(ctx, st, set, in, now, err))
-	}
-	var reasons ast.Value
-	if len(rs) == 1 && len(rs[0].Expressions) == 1 {
-		reasons, _ = rs[0].Expressions[0].Value.(ast.Value)
 	}
 	return astDecision(allow, reasons)
 }
@@ -412,10 +400,6 @@ func (e *Engine) explain(ctx context.Context, set *compiledSet, in *Input, now t
 	}
 	return decisionValue(rs[0].Bindings["allow"], true, rs[0].Bindings["reasons"])
 }
-
-// keepAST is the EvalGenerateJSON of the decision queries: the engine reads
-// the answer as an AST value, so rego need not convert it to Go values.
-func keepAST(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }
 
 // astDecision is decisionValue for answers read as AST values. The usual
 // answers (a boolean; a set of strings) are read directly; anything else

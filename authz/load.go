@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
@@ -323,8 +322,8 @@ func mergeValues(a, b any) (any, bool) {
 // tested, prepared once. It is immutable and swapped whole.
 type compiledSet struct {
 	revision string
-	allow    rego.PreparedEvalQuery
-	reasons  rego.PreparedEvalQuery
+	allow    *decisionQuery
+	reasons  *decisionQuery
 	explain  rego.PreparedEvalQuery
 	// nondeterministic lists the non-deterministic built-ins the policy
 	// calls; when it is non-empty, decisions are never cached.
@@ -332,10 +331,6 @@ type compiledSet struct {
 	// input is what of input.request the decision queries can observe;
 	// the rest is not converted (see queryInputUse).
 	input inputUse
-	// evalOpts are the evaluation options common to every decision: the
-	// revision's read transaction (see compile), no metrics, answers kept
-	// as AST values.
-	evalOpts rego.EvalOption
 	// partialErr says why partial evaluation was not possible (the
 	// queries concerned are then evaluated on the rules as written).
 	partialErr error
@@ -374,14 +369,20 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 	// which OPA's rule index then answers without trying every entry. Non-
 	// deterministic built-ins are left as calls (OPA does not evaluate them
 	// during partial evaluation), so their results stay per request.
-	for _, q := range []struct {
-		dst       *rego.PreparedEvalQuery
+	//
+	// The decision queries are prepared with rego, which partially
+	// evaluates them and adds the result to the compiler, under the
+	// namespace as __result__; decisions then evaluate that rule directly
+	// (see decisionQuery). A query partial evaluation cannot handle is
+	// evaluated as written.
+	var rules [2]ast.Ref // the rule each decision query evaluates
+	for i, q := range []struct {
 		text      string
 		namespace string // where partial evaluation puts its rules; "" = none
 	}{
-		{&set.allow, allowQuery, "meshguard_partial_allow"},
-		{&set.reasons, reasonsQuery, "meshguard_partial_reasons"},
-		{&set.explain, explainQuery, ""},
+		{allowQuery, "meshguard_partial_allow"},
+		{reasonsQuery, "meshguard_partial_reasons"},
+		{explainQuery, ""},
 	} {
 		body, err := ast.ParseBodyWithOpts(q.text, ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
@@ -404,8 +405,6 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 		partial := q.namespace != ""
 		pq, err := prepare(partial)
 		if err != nil && partial && ctx.Err() == nil {
-			// Partial evaluation is an optimization: a policy it cannot
-			// handle is evaluated as written.
 			set.partialErr = errors.Join(set.partialErr, err)
 			partial = false
 			pq, err = prepare(false)
@@ -413,17 +412,18 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 		if err != nil {
 			return nil, fmt.Errorf("preparing query %s: %w", q.text, err)
 		}
-		*q.dst = pq
-		if q.dst == &set.explain {
+		if q.namespace == "" {
+			set.explain = pq
 			continue
 		}
-		// What the query reads of the input; rego puts the rules of a
-		// partial result under the namespace, as __result__.
+		written := body[0].Terms.(*ast.Term).Value.(ast.Ref)
+		rules[i] = written
 		var result ast.Ref
 		if partial {
 			result = ast.MustParseRef("data." + q.namespace + ".__result__")
+			rules[i] = result
 		}
-		set.input = set.input.union(decisionInputUse(compiler, body[0].Terms.(*ast.Term).Value.(ast.Ref), result))
+		set.input = set.input.union(decisionInputUse(compiler, written, result))
 	}
 	// One read transaction serves every decision of the revision: the
 	// store is never written after this point, a read transaction of the
@@ -434,11 +434,12 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 	if err != nil {
 		return nil, fmt.Errorf("opening policy data transaction: %w", err)
 	}
-	fixed := []rego.EvalOption{rego.EvalTransaction(txn), rego.EvalMetrics(metrics.NoOp()), rego.EvalGenerateJSON(keepAST)}
-	set.evalOpts = func(ectx *rego.EvalContext) {
-		for _, o := range fixed {
-			o(ectx)
-		}
+	// After every prepare: each one may have recompiled the compiler.
+	if set.allow, err = newDecisionQuery(compiler, store, txn, rules[0]); err != nil {
+		return nil, err
+	}
+	if set.reasons, err = newDecisionQuery(compiler, store, txn, rules[1]); err != nil {
+		return nil, err
 	}
 	for _, f := range files {
 		set.files = append(set.files, f.rel)
