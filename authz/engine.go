@@ -364,7 +364,7 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 		ctx, cancel = context.WithTimeout(ctx, e.cfg.Timeout)
 		defer cancel()
 	}
-	input := e.keys.astValueOf(in, set.input)
+	input := e.keys.fill(&st.input, in, set.input)
 	allow, defined, err := set.allow.eval(ctx, st, input, now)
 	if err != nil {
 		return false, nil, e.evalError(ctx, st, e.locate(ctx, st, set, in, now, err))

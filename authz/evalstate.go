@@ -8,15 +8,17 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// evalState is what one evaluation needs besides the policy and the input:
-// the memo of rule results (OPA's virtual cache) and the deadline. OPA
-// allocates a fresh virtual cache per evaluation (a hash map per level of
-// every cached reference, some 30 allocations for the shipped policy) and
-// the deadline cost a context, a timer and an AfterFunc registration; both
-// are reset and reused here, through a sync.Pool.
+// evalState is what one evaluation needs besides the policy: the memo of
+// rule results (OPA's virtual cache), the deadline and the input document.
+// OPA allocates a fresh virtual cache per evaluation (a hash map per level
+// of every cached reference, some 30 allocations for the shipped policy),
+// the deadline cost a context, a timer and an AfterFunc registration, and
+// the input two objects; all three are reset or refilled and reused here,
+// through a sync.Pool.
 type evalState struct {
 	rules    ruleCache
 	deadline deadline
+	input    inputDoc
 }
 
 var evalStates = sync.Pool{New: func() any { return new(evalState) }}

@@ -154,3 +154,36 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestInputDocRefill: a document refilled in place equals, hash included,
+// the one built afresh, input after input and as the use changes.
+func TestInputDocRefill(t *testing.T) {
+	keys := newInputKeys()
+	uses := []inputUse{
+		{fields: fieldMethod | fieldPath | fieldHeaders, headers: []string{"x-tenant"}},
+		{fields: fieldMethod | fieldPath | fieldHeaders, headers: []string{"x-tenant"}},
+		everything,
+		{},
+		{fields: fieldQuery | fieldHost | fieldProtocol},
+	}
+	inputs := []*Input{
+		benchInput(),
+		{Source: Source{SPIFFEID: "spiffe://example.org/svc/billing", TrustDomain: "example.org", Service: "billing"},
+			Destination: Destination{SPIFFEID: "spiffe://example.org/svc/users", Service: "users"},
+			Request: Request{Method: "POST", Path: "/users/1/billing", Headers: map[string]string{"x-tenant": "acme"},
+				Query: map[string][]string{"a": {"1"}}, Host: "users", Protocol: "HTTP/1.1"}},
+		{Request: Request{Method: "GET", Path: "/"}},
+	}
+	var d inputDoc
+	for _, use := range uses {
+		for round := range 2 {
+			for i, in := range inputs {
+				got := keys.fill(&d, in, use)
+				want := keys.astValueOf(in, use)
+				if got.Value.Compare(want) != 0 || got.Value.Hash() != want.Hash() {
+					t.Fatalf("use %+v round %d input %d:\n got %v (hash %d)\nwant %v (hash %d)", use, round, i, got, got.Value.Hash(), want, want.Hash())
+				}
+			}
+		}
+	}
+}

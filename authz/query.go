@@ -48,14 +48,14 @@ func newDecisionQuery(c *ast.Compiler, store storage.Store, txn storage.Transact
 }
 
 // eval returns the rule's value, or defined false when it is undefined.
-func (q *decisionQuery) eval(ctx context.Context, st *evalState, input ast.Value, now time.Time) (value ast.Value, defined bool, err error) {
+func (q *decisionQuery) eval(ctx context.Context, st *evalState, input *ast.Term, now time.Time) (value ast.Value, defined bool, err error) {
 	n := 0
 	err = topdown.NewQuery(q.body).
 		WithQueryCompiler(q.qc).
 		WithCompiler(q.compiler).
 		WithStore(q.store).
 		WithTransaction(q.txn).
-		WithInput(ast.NewTerm(input)).
+		WithInput(input).
 		WithTime(now).
 		WithMetrics(noMetrics).
 		WithStrictBuiltinErrors(true).

@@ -86,6 +86,57 @@ func (k *inputKeys) astValueOf(in *Input, use inputUse) ast.Value {
 	)
 }
 
+// inputDoc is an input document kept by one evaluation state and refilled
+// for the next decision: the request's values are replaced in place
+// (ast.Object.Insert on an existing key allocates nothing), which saves the
+// two objects (five allocations each) and their terms that astValueOf
+// builds per request. Refilling is safe because nothing keeps the document
+// once the evaluation that read it has returned: the interpreter's state
+// dies with the query, the rule memo is reset, the decision is copied out
+// as Go values, and a state whose evaluation may still run (its deadline
+// fired) is never pooled again.
+type inputDoc struct {
+	use                  inputUse
+	doc, request         ast.Object
+	docTerm, requestTerm *ast.Term
+}
+
+// fill returns the input document for in, restricted to use.
+func (k *inputKeys) fill(d *inputDoc, in *Input, use inputUse) *ast.Term {
+	if d.docTerm == nil || d.use.fields != use.fields || !slices.Equal(d.use.headers, use.headers) {
+		// First use, or another revision's use: build afresh.
+		d.use = use
+		d.doc = k.astValueOf(in, use).(ast.Object)
+		d.docTerm = ast.NewTerm(d.doc)
+		d.requestTerm = d.doc.Get(k.request)
+		d.request = d.requestTerm.Value.(ast.Object)
+		return d.docTerm
+	}
+	f := use.fields
+	if f&fieldMethod != 0 {
+		d.request.Insert(k.method, k.str(in.Request.Method))
+	}
+	if f&fieldPath != 0 {
+		d.request.Insert(k.path, ast.StringTerm(in.Request.Path))
+	}
+	if f&fieldQuery != 0 {
+		d.request.Insert(k.query, queryTerm(in.Request.Query))
+	}
+	if f&fieldHeaders != 0 {
+		d.request.Insert(k.headers, k.headerTerm(in.Request.Headers, use.headers))
+	}
+	if f&fieldHost != 0 {
+		d.request.Insert(k.host, k.str(in.Request.Host))
+	}
+	if f&fieldProtocol != 0 {
+		d.request.Insert(k.protocol, k.str(in.Request.Protocol))
+	}
+	d.doc.Insert(k.source, k.sourceTerm(in.Source))
+	d.doc.Insert(k.destination, k.destinationTerm(in.Destination))
+	d.doc.Insert(k.request, d.requestTerm) // the request's hash changed
+	return d.docTerm
+}
+
 func (k *inputKeys) sourceTerm(s Source) *ast.Term {
 	if t, ok := k.sources.get(s); ok {
 		return t
