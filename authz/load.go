@@ -435,6 +435,9 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 		return nil, fmt.Errorf("opening policy data transaction: %w", err)
 	}
 	// After every prepare: each one may have recompiled the compiler.
+	for i := range rules {
+		rules[i] = unwrapResult(compiler, rules[i])
+	}
 	if set.allow, err = newDecisionQuery(compiler, store, txn, rules[0]); err != nil {
 		return nil, err
 	}
@@ -445,6 +448,32 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 		set.files = append(set.files, f.rel)
 	}
 	return set, nil
+}
+
+// unwrapResult returns the rule a partial result rule only forwards: rego
+// puts a single partially evaluated query q under the namespace as
+// `__result__ = x if { q = x }`; evaluating q's reference directly gives the
+// same value and spares one rule evaluation per decision. Any other shape
+// (several queries, more than a forward) is evaluated as it is.
+func unwrapResult(c *ast.Compiler, rule ast.Ref) ast.Ref {
+	rs := c.GetRulesExact(rule)
+	if len(rs) != 1 || rs[0].Else != nil || rs[0].Default || len(rs[0].Body) != 1 || rs[0].Head.Value == nil {
+		return rule
+	}
+	out, ok := rs[0].Head.Value.Value.(ast.Var)
+	expr := rs[0].Body[0]
+	if !ok || !expr.IsEquality() || expr.Negated || len(expr.With) > 0 {
+		return rule
+	}
+	a, b := expr.Operand(0), expr.Operand(1)
+	if v, ok := a.Value.(ast.Var); ok && v.Equal(out) {
+		a, b = b, a
+	}
+	ref, ok := a.Value.(ast.Ref)
+	if v, isVar := b.Value.(ast.Var); !ok || !isVar || !v.Equal(out) || !ref.IsGround() || !ref.HasPrefix(ast.DefaultRootRef) {
+		return rule
+	}
+	return ref
 }
 
 // runTests runs every test_ rule of the directory's modules (test files
