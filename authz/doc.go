@@ -16,7 +16,10 @@
 //   - Evaluation: the queries are prepared once per revision and partially
 //     evaluated against its data, so allow-list lookups become comparisons
 //     that OPA's rule index selects; nothing is parsed or compiled per
-//     request. The input is converted to an ast.Value directly.
+//     request. A decision runs the prepared rule with OPA's interpreter
+//     (topdown) directly, with a pooled per-evaluation state (rule memo,
+//     deadline, input document refilled in place); only the parts of the
+//     request the rules can read are converted to AST values.
 //   - Failing closed: an evaluation error, a built-in error (strict), an
 //     undefined or non-boolean allow, a non-string reason, the deadline, a
 //     cancelled request, or no policy loaded are all denies whose reason

@@ -13,7 +13,6 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
@@ -348,66 +347,116 @@ func (e *Engine) eval(ctx context.Context, set *compiledSet, in *Input, now time
 	if err := ctx.Err(); err != nil {
 		return false, nil, fmt.Errorf("evaluation cancelled: %w", err)
 	}
+	if tracer != nil {
+		return e.explain(ctx, set, in, now, tracer)
+	}
+	// The deadline reaches the interpreter as an external Cancel that it
+	// polls between steps; the state carrying it (and the rule memo) is
+	// pooled, so a decision allocates no context, timer or AfterFunc.
+	st := getEvalState(e.cfg.Timeout)
+	defer putEvalState(st)
+	st.deadline.done = ctx.Done()
+	if len(set.nondeterministic) > 0 {
+		// Built-ins that do I/O (http.send, net.lookup_ip_addr) are all
+		// non-deterministic; they wait on ctx, which must then carry the
+		// deadline too.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.cfg.Timeout)
+		defer cancel()
+	}
+	input := e.keys.fill(&st.input, in, set.input)
+	allow, defined, err := set.allow.eval(ctx, st, input, now)
+	if err != nil {
+		return false, nil, e.evalError(ctx, st, e.locate(ctx, st, set, in, now, err))
+	}
+	if !defined {
+		return decisionValue(nil, false, nil)
+	}
+	if b, ok := allow.(ast.Boolean); !ok || bool(b) {
+		return astDecision(allow, nil)
+	}
+	st.rules.reset() // each query starts with an empty memo, as with OPA's own
+	reasons, _, err := set.reasons.eval(ctx, st, input, now)
+	if err != nil {
+		return false, nil, e.evalError(ctx, st, e.locate(ctx, st, set, in, now, err))
+	}
+	return astDecision(allow, reasons)
+}
+
+// explain runs the combined query over the rules as written, traced.
+func (e *Engine) explain(ctx context.Context, set *compiledSet, in *Input, now time.Time, tracer topdown.QueryTracer) (bool, []string, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
-	input := e.keys.astValue(in)
-	// The deadline reaches the interpreter through an external Cancel
-	// fired by context.AfterFunc: left to itself, rego would start a
-	// goroutine per evaluation to watch ctx.
 	stopper := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, stopper.Cancel)
 	defer stop()
-	// OPA's per-evaluation metrics are not read: the no-op sink saves
-	// their allocations on every request.
-	noMetrics := rego.EvalMetrics(metrics.NoOp())
-	deadline := rego.EvalExternalCancel(stopper)
-	if tracer != nil {
-		rs, err := set.explain.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), rego.EvalQueryTracer(tracer), deadline)
-		if err != nil {
-			return false, nil, e.evalError(ctx, err)
-		}
-		if len(rs) != 1 {
-			return decisionValue(nil, false, nil)
-		}
-		return decisionValue(rs[0].Bindings["allow"], true, rs[0].Bindings["reasons"])
-	}
-	rs, err := set.allow.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics, deadline)
+	rs, err := set.explain.Eval(ctx, rego.EvalParsedInput(e.keys.astValue(in)), rego.EvalTime(now),
+		rego.EvalQueryTracer(tracer), rego.EvalExternalCancel(stopper))
 	if err != nil {
-		return false, nil, e.evalError(ctx, e.locate(ctx, set, input, now, err))
+		return false, nil, e.evalError(ctx, nil, err)
 	}
-	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+	if len(rs) != 1 {
 		return decisionValue(nil, false, nil)
 	}
-	allow := rs[0].Expressions[0].Value
-	if b, ok := allow.(bool); !ok || b {
-		return decisionValue(allow, true, nil)
+	return decisionValue(rs[0].Bindings["allow"], true, rs[0].Bindings["reasons"])
+}
+
+// astDecision is decisionValue for answers read as AST values. The usual
+// answers (a boolean; a set of strings) are read directly; anything else
+// goes through the JSON form, so that errors read the same.
+func astDecision(allow, reasons ast.Value) (bool, []string, error) {
+	b, ok := allow.(ast.Boolean)
+	if !ok {
+		return decisionValue(astJSON(allow), true, nil)
 	}
-	rs, err = set.reasons.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now), noMetrics, deadline)
+	if b || reasons == nil {
+		return bool(b), nil, nil
+	}
+	if set, ok := reasons.(ast.Set); ok {
+		out := make([]string, 0, set.Len())
+		if set.Until(func(t *ast.Term) bool {
+			s, ok := t.Value.(ast.String)
+			out = append(out, string(s))
+			return !ok
+		}) {
+			return decisionValue(false, true, astJSON(reasons))
+		}
+		return false, out, nil
+	}
+	return decisionValue(false, true, astJSON(reasons))
+}
+
+func astJSON(v ast.Value) any {
+	if v == nil {
+		return nil
+	}
+	j, err := ast.JSON(v)
 	if err != nil {
-		return false, nil, e.evalError(ctx, e.locate(ctx, set, input, now, err))
+		return v // not JSON-representable: typeName says "number", as before
 	}
-	var reasons any
-	if len(rs) == 1 && len(rs[0].Expressions) == 1 {
-		reasons = rs[0].Expressions[0].Value
-	}
-	return decisionValue(allow, true, reasons)
+	return j
 }
 
 // locate re-runs a failed evaluation on the rules as written: errors from
 // the partially evaluated queries name generated rules, the rules as written
 // give the operator a file and a line. It runs only on the error path.
-func (e *Engine) locate(ctx context.Context, set *compiledSet, input ast.Value, now time.Time, err error) error {
-	if ctx.Err() != nil {
+func (e *Engine) locate(ctx context.Context, st *evalState, set *compiledSet, in *Input, now time.Time, err error) error {
+	if ctx.Err() != nil || topdown.IsCancel(err) {
 		return err
 	}
-	if _, located := set.explain.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now)); located != nil && ctx.Err() == nil {
+	// Under what is left of the same deadline.
+	var deadline rego.EvalOption = func(*rego.EvalContext) {}
+	if st != nil {
+		deadline = rego.EvalExternalCancel(&st.deadline)
+	}
+	if _, located := set.explain.Eval(ctx, rego.EvalParsedInput(e.keys.astValue(in)), rego.EvalTime(now), deadline); located != nil && ctx.Err() == nil {
 		return located
 	}
 	return err
 }
 
-func (e *Engine) evalError(ctx context.Context, err error) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+func (e *Engine) evalError(ctx context.Context, st *evalState, err error) error {
+	if (st != nil && st.deadline.timedOut()) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("evaluation exceeded the %s policy timeout", e.cfg.Timeout)
 	}
 	if ctx.Err() != nil {

@@ -322,12 +322,15 @@ func mergeValues(a, b any) (any, bool) {
 // tested, prepared once. It is immutable and swapped whole.
 type compiledSet struct {
 	revision string
-	allow    rego.PreparedEvalQuery
-	reasons  rego.PreparedEvalQuery
+	allow    *decisionQuery
+	reasons  *decisionQuery
 	explain  rego.PreparedEvalQuery
 	// nondeterministic lists the non-deterministic built-ins the policy
 	// calls; when it is non-empty, decisions are never cached.
 	nondeterministic []string
+	// input is what of input.request the decision queries can observe;
+	// the rest is not converted (see queryInputUse).
+	input inputUse
 	// partialErr says why partial evaluation was not possible (the
 	// queries concerned are then evaluated on the rules as written).
 	partialErr error
@@ -366,14 +369,20 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 	// which OPA's rule index then answers without trying every entry. Non-
 	// deterministic built-ins are left as calls (OPA does not evaluate them
 	// during partial evaluation), so their results stay per request.
-	for _, q := range []struct {
-		dst       *rego.PreparedEvalQuery
+	//
+	// The decision queries are prepared with rego, which partially
+	// evaluates them and adds the result to the compiler, under the
+	// namespace as __result__; decisions then evaluate that rule directly
+	// (see decisionQuery). A query partial evaluation cannot handle is
+	// evaluated as written.
+	var rules [2]ast.Ref // the rule each decision query evaluates
+	for i, q := range []struct {
 		text      string
 		namespace string // where partial evaluation puts its rules; "" = none
 	}{
-		{&set.allow, allowQuery, "meshguard_partial_allow"},
-		{&set.reasons, reasonsQuery, "meshguard_partial_reasons"},
-		{&set.explain, explainQuery, ""},
+		{allowQuery, "meshguard_partial_allow"},
+		{reasonsQuery, "meshguard_partial_reasons"},
+		{explainQuery, ""},
 	} {
 		body, err := ast.ParseBodyWithOpts(q.text, ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
@@ -393,22 +402,78 @@ func compile(ctx context.Context, files []policyFile, revision string, skipTests
 			opts = append(opts, rego.PartialNamespace(q.namespace))
 			return rego.New(opts...).PrepareForEval(ctx, rego.WithPartialEval())
 		}
-		pq, err := prepare(q.namespace != "")
-		if err != nil && q.namespace != "" && ctx.Err() == nil {
-			// Partial evaluation is an optimization: a policy it cannot
-			// handle is evaluated as written.
+		partial := q.namespace != ""
+		pq, err := prepare(partial)
+		if err != nil && partial && ctx.Err() == nil {
 			set.partialErr = errors.Join(set.partialErr, err)
+			partial = false
 			pq, err = prepare(false)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("preparing query %s: %w", q.text, err)
 		}
-		*q.dst = pq
+		if q.namespace == "" {
+			set.explain = pq
+			continue
+		}
+		written := body[0].Terms.(*ast.Term).Value.(ast.Ref)
+		rules[i] = written
+		var result ast.Ref
+		if partial {
+			result = ast.MustParseRef("data." + q.namespace + ".__result__")
+			rules[i] = result
+		}
+		set.input = set.input.union(decisionInputUse(compiler, written, result))
+	}
+	// One read transaction serves every decision of the revision: the
+	// store is never written after this point, a read transaction of the
+	// in-memory store only reads its immutable data (so concurrent use is
+	// safe), and opening one per evaluation cost an allocation and a
+	// contended lock. It is never closed: the store goes with the set.
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("opening policy data transaction: %w", err)
+	}
+	// After every prepare: each one may have recompiled the compiler.
+	for i := range rules {
+		rules[i] = unwrapResult(compiler, rules[i])
+	}
+	if set.allow, err = newDecisionQuery(compiler, store, txn, rules[0]); err != nil {
+		return nil, err
+	}
+	if set.reasons, err = newDecisionQuery(compiler, store, txn, rules[1]); err != nil {
+		return nil, err
 	}
 	for _, f := range files {
 		set.files = append(set.files, f.rel)
 	}
 	return set, nil
+}
+
+// unwrapResult returns the rule a partial result rule only forwards: rego
+// puts a single partially evaluated query q under the namespace as
+// `__result__ = x if { q = x }`; evaluating q's reference directly gives the
+// same value and spares one rule evaluation per decision. Any other shape
+// (several queries, more than a forward) is evaluated as it is.
+func unwrapResult(c *ast.Compiler, rule ast.Ref) ast.Ref {
+	rs := c.GetRulesExact(rule)
+	if len(rs) != 1 || rs[0].Else != nil || rs[0].Default || len(rs[0].Body) != 1 || rs[0].Head.Value == nil {
+		return rule
+	}
+	out, ok := rs[0].Head.Value.Value.(ast.Var)
+	expr := rs[0].Body[0]
+	if !ok || !expr.IsEquality() || expr.Negated || len(expr.With) > 0 {
+		return rule
+	}
+	a, b := expr.Operand(0), expr.Operand(1)
+	if v, ok := a.Value.(ast.Var); ok && v.Equal(out) {
+		a, b = b, a
+	}
+	ref, ok := a.Value.(ast.Ref)
+	if v, isVar := b.Value.(ast.Var); !ok || !isVar || !v.Equal(out) || !ref.IsGround() || !ref.HasPrefix(ast.DefaultRootRef) {
+		return rule
+	}
+	return ref
 }
 
 // runTests runs every test_ rule of the directory's modules (test files

@@ -52,18 +52,89 @@ func newInputKeys() *inputKeys {
 // per request). Nil maps become empty objects so that a policy can always
 // index input.request.headers and input.request.query.
 func (k *inputKeys) astValue(in *Input) ast.Value {
+	return k.astValueOf(in, everything)
+}
+
+// astValueOf is astValue with only the parts of the request in use: those
+// a policy cannot observe (see queryInputUse) are left out.
+func (k *inputKeys) astValueOf(in *Input, use inputUse) ast.Value {
+	fields := use.fields
+	var buf [6][2]*ast.Term
+	req := buf[:0]
+	if fields&fieldMethod != 0 {
+		req = append(req, [2]*ast.Term{k.method, k.str(in.Request.Method)})
+	}
+	if fields&fieldPath != 0 {
+		req = append(req, [2]*ast.Term{k.path, ast.StringTerm(in.Request.Path)})
+	}
+	if fields&fieldQuery != 0 {
+		req = append(req, [2]*ast.Term{k.query, queryTerm(in.Request.Query)})
+	}
+	if fields&fieldHeaders != 0 {
+		req = append(req, [2]*ast.Term{k.headers, k.headerTerm(in.Request.Headers, use.headers)})
+	}
+	if fields&fieldHost != 0 {
+		req = append(req, [2]*ast.Term{k.host, k.str(in.Request.Host)})
+	}
+	if fields&fieldProtocol != 0 {
+		req = append(req, [2]*ast.Term{k.protocol, k.str(in.Request.Protocol)})
+	}
 	return ast.NewObject(
 		[2]*ast.Term{k.source, k.sourceTerm(in.Source)},
 		[2]*ast.Term{k.destination, k.destinationTerm(in.Destination)},
-		[2]*ast.Term{k.request, ast.NewTerm(ast.NewObject(
-			[2]*ast.Term{k.method, k.str(in.Request.Method)},
-			[2]*ast.Term{k.path, ast.StringTerm(in.Request.Path)},
-			[2]*ast.Term{k.query, queryTerm(in.Request.Query)},
-			[2]*ast.Term{k.headers, k.headerTerm(in.Request.Headers)},
-			[2]*ast.Term{k.host, k.str(in.Request.Host)},
-			[2]*ast.Term{k.protocol, k.str(in.Request.Protocol)},
-		))},
+		[2]*ast.Term{k.request, ast.NewTerm(ast.NewObject(req...))},
 	)
+}
+
+// inputDoc is an input document kept by one evaluation state and refilled
+// for the next decision: the request's values are replaced in place
+// (ast.Object.Insert on an existing key allocates nothing), which saves the
+// two objects (five allocations each) and their terms that astValueOf
+// builds per request. Refilling is safe because nothing keeps the document
+// once the evaluation that read it has returned: the interpreter's state
+// dies with the query, the rule memo is reset, the decision is copied out
+// as Go values, and a state whose evaluation may still run (its deadline
+// fired) is never pooled again.
+type inputDoc struct {
+	use                  inputUse
+	doc, request         ast.Object
+	docTerm, requestTerm *ast.Term
+}
+
+// fill returns the input document for in, restricted to use.
+func (k *inputKeys) fill(d *inputDoc, in *Input, use inputUse) *ast.Term {
+	if d.docTerm == nil || d.use.fields != use.fields || !slices.Equal(d.use.headers, use.headers) {
+		// First use, or another revision's use: build afresh.
+		d.use = use
+		d.doc = k.astValueOf(in, use).(ast.Object)
+		d.docTerm = ast.NewTerm(d.doc)
+		d.requestTerm = d.doc.Get(k.request)
+		d.request = d.requestTerm.Value.(ast.Object)
+		return d.docTerm
+	}
+	f := use.fields
+	if f&fieldMethod != 0 {
+		d.request.Insert(k.method, k.str(in.Request.Method))
+	}
+	if f&fieldPath != 0 {
+		d.request.Insert(k.path, ast.StringTerm(in.Request.Path))
+	}
+	if f&fieldQuery != 0 {
+		d.request.Insert(k.query, queryTerm(in.Request.Query))
+	}
+	if f&fieldHeaders != 0 {
+		d.request.Insert(k.headers, k.headerTerm(in.Request.Headers, use.headers))
+	}
+	if f&fieldHost != 0 {
+		d.request.Insert(k.host, k.str(in.Request.Host))
+	}
+	if f&fieldProtocol != 0 {
+		d.request.Insert(k.protocol, k.str(in.Request.Protocol))
+	}
+	d.doc.Insert(k.source, k.sourceTerm(in.Source))
+	d.doc.Insert(k.destination, k.destinationTerm(in.Destination))
+	d.doc.Insert(k.request, d.requestTerm) // the request's hash changed
+	return d.docTerm
 }
 
 func (k *inputKeys) sourceTerm(s Source) *ast.Term {
@@ -94,11 +165,27 @@ func (k *inputKeys) str(s string) *ast.Term {
 	return k.strings.put(s, ast.StringTerm(s))
 }
 
-// headerTerm and queryTerm share OPA's interned empty object for the
-// common empty case.
-func (k *inputKeys) headerTerm(h map[string]string) *ast.Term {
+// headerTerm converts the headers named in only, or all of them when only
+// is nil. headerTerm and queryTerm share OPA's interned empty object for
+// the common empty case.
+func (k *inputKeys) headerTerm(h map[string]string, only []string) *ast.Term {
 	if len(h) == 0 {
 		return ast.InternedEmptyObject
+	}
+	if only != nil {
+		var obj ast.Object
+		for _, name := range only {
+			if v, ok := h[name]; ok {
+				if obj == nil {
+					obj = ast.NewObjectWithCapacity(len(only))
+				}
+				obj.Insert(k.str(name), ast.StringTerm(v))
+			}
+		}
+		if obj == nil {
+			return ast.InternedEmptyObject
+		}
+		return ast.NewTerm(obj)
 	}
 	obj := ast.NewObjectWithCapacity(len(h))
 	for name, v := range h {

@@ -71,8 +71,38 @@ method_matches(methods) if {
 
 path_matches(patterns) if {
 	some pattern in patterns
+	path_pattern_matches(pattern)
+}
+
+# path_pattern_matches: the path matches the glob pattern. The two commonest
+# shapes are tested for what they are, without glob.match: a pattern without
+# glob syntax matches exactly itself, and "<literal>/**" matches exactly the
+# paths starting with "<literal>/" ("**" matches anything, "" included).
+# Partial evaluation decides the shape of each pattern at load time, so a
+# grant becomes an equality or a startswith on input.request.path, which
+# OPA's rule index answers directly and cheaply; glob.match is left for the
+# other patterns. (path_shapes_test.rego checks the shapes against
+# glob.match itself.)
+path_pattern_matches(pattern) if {
+	not has_glob_syntax(pattern)
+	input.request.path == pattern
+}
+
+path_pattern_matches(pattern) if {
+	endswith(pattern, "/**")
+	prefix := trim_suffix(pattern, "**")
+	not has_glob_syntax(prefix)
+	startswith(input.request.path, prefix)
+}
+
+path_pattern_matches(pattern) if {
+	has_glob_syntax(trim_suffix(pattern, "/**"))
 	glob.match(pattern, ["/"], input.request.path)
 }
+
+# has_glob_syntax: s holds a glob meta character (those glob.quote_meta
+# escapes; ",", "!" and "-" are special only inside "{...}" and "[...]").
+has_glob_syntax(s) if regex.match(`[*?\\\[\]{}]`, s)
 
 headers_match(grant) if not grant.headers
 
