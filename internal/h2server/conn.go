@@ -34,11 +34,12 @@ type conn struct {
 	lastRead atomic.Int64 // unix nanoseconds of the last frame read
 	maxFrame atomic.Uint32
 
-	wmu   sync.Mutex
-	wfr   *http2.Framer // write side only
-	hbuf  bytes.Buffer
-	henc  *hpack.Encoder
-	lower map[string]string // response header key → wire name (under wmu)
+	wmu          sync.Mutex
+	settingsSent bool          // our SETTINGS, the first frame, is out (under wmu)
+	wfr          *http2.Framer // write side only
+	hbuf         bytes.Buffer
+	henc         *hpack.Encoder
+	lower        map[string]string // response header key → wire name (under wmu)
 
 	mu          sync.Mutex
 	streams     map[uint32]*stream
@@ -89,8 +90,7 @@ type connError struct {
 
 func (e connError) Error() string { return fmt.Sprintf("connection error %v: %s", e.code, e.reason) }
 
-func (c *conn) serve(base context.Context) {
-	c.ctx, c.cancel = context.WithCancel(base)
+func (c *conn) serve() {
 	defer c.handlers.Wait()
 	err := c.run()
 	var ce connError
@@ -120,9 +120,23 @@ func (c *conn) run() error {
 	if err == nil && s.cfg.ConnWindow > 65535 {
 		err = c.wfr.WriteWindowUpdate(0, uint32(s.cfg.ConnWindow-65535))
 	}
+	c.settingsSent = true
 	c.wmu.Unlock()
 	if err != nil {
 		return fmt.Errorf("write settings: %w", err)
+	}
+	// A graceful shutdown that began before SETTINGS left did not send its
+	// GOAWAY (SETTINGS must come first): send it now.
+	c.mu.Lock()
+	goAway, last := c.goAway, c.maxSeen
+	c.mu.Unlock()
+	if goAway {
+		c.wmu.Lock()
+		err = c.wfr.WriteGoAway(last, http2.ErrCodeNo, nil)
+		c.wmu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	if err := readPreface(c.br); err != nil {
 		return err
@@ -330,9 +344,8 @@ func (c *conn) onTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 			go c.writeReset(st.id, http2.ErrCodeProtocol)
 			return nil
 		}
-		if st.req.Trailer == nil {
-			st.req.Trailer = make(http.Header)
-		}
+		// Only st.trailer here: st.req belongs to the handler, and the
+		// body's Read copies the trailers into req.Trailer at EOF.
 		st.trailer = append(st.trailer, [2]string{key, hf.Value})
 	}
 	c.endRemoteLocked(st)
@@ -674,7 +687,9 @@ func (c *conn) startGracefulShutdown() {
 	last := c.maxSeen
 	c.mu.Unlock()
 	c.wmu.Lock()
-	_ = c.wfr.WriteGoAway(last, http2.ErrCodeNo, nil)
+	if c.settingsSent { // else run sends it after SETTINGS
+		_ = c.wfr.WriteGoAway(last, http2.ErrCodeNo, nil)
+	}
 	c.wmu.Unlock()
 	c.mu.Lock()
 	c.maybeIdleLocked()

@@ -170,6 +170,13 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		}
 		last := n == len(data)
 		c.wmu.Lock()
+		// A stream reset meanwhile (by the client, or by us with an
+		// RST_STREAM already queued) must get no more frames (RFC 9113
+		// §5.1); reserve only checks when there is data to send.
+		if c.streamDead(st) {
+			c.wmu.Unlock()
+			return errStreamClosed
+		}
 		headerEnd := false
 		if !w.sentHeader {
 			headerEnd = end && len(data) == 0
@@ -207,10 +214,22 @@ func (w *responseWriter) send(data []byte, end bool) error {
 	return nil
 }
 
+// streamDead reports whether st was reset or the connection closed. The
+// caller holds wmu (lock order: wmu, then mu).
+func (c *conn) streamDead(st *stream) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return st.reset || c.closed
+}
+
 func (w *responseWriter) sendTrailers(tr []hpack.HeaderField) error {
 	st := w.st
 	c := st.c
 	c.wmu.Lock()
+	if c.streamDead(st) {
+		c.wmu.Unlock()
+		return errStreamClosed
+	}
 	c.hbuf.Reset()
 	for _, f := range tr {
 		_ = c.henc.WriteField(f)

@@ -121,10 +121,18 @@ func New(cfg Config) (*Server, error) {
 // conn whose Read returns the peeked bytes first). ServeConn returns after
 // the connection's handlers have returned.
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
+	base := ctx
+	if s.cfg.ConnContext != nil {
+		base = s.cfg.ConnContext(ctx, nc)
+	}
 	c := newConn(s, nc)
+	// Set before c is registered: Close and Shutdown may reach c (closeNow
+	// reads c.cancel) before serve runs.
+	c.ctx, c.cancel = context.WithCancel(base)
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
+		c.cancel()
 		_ = nc.Close()
 		return
 	}
@@ -139,11 +147,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		}
 		s.mu.Unlock()
 	}()
-	base := ctx
-	if s.cfg.ConnContext != nil {
-		base = s.cfg.ConnContext(ctx, nc)
-	}
-	c.serve(base)
+	c.serve()
 }
 
 // Shutdown stops new streams on every connection (GOAWAY), lets the open
@@ -152,10 +156,18 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
+	cs := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.startGracefulShutdown()
+		cs = append(cs, c)
 	}
 	s.mu.Unlock()
+	// Sending GOAWAY takes the conn's write lock, which a handler blocked
+	// writing to a peer that stopped reading may hold indefinitely: send it
+	// on the side, so that ctx still bounds Shutdown (Close then unblocks
+	// those writes), and never under s.mu, which ServeConn needs to finish.
+	for _, c := range cs {
+		go c.startGracefulShutdown()
+	}
 	for {
 		s.mu.Lock()
 		n, idle := len(s.conns), s.idle
@@ -226,7 +238,7 @@ func readPreface(r io.Reader) error {
 		return fmt.Errorf("read client preface: %w", err)
 	}
 	if string(buf[:]) != http2.ClientPreface {
-		return errors.New("bad client preface")
+		return connError{http2.ErrCodeProtocol, "bad client preface"}
 	}
 	return nil
 }

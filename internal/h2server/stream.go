@@ -99,8 +99,10 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 			}
 			continue
 		case "content-length":
+			// 1*DIGIT (RFC 9110 §8.6): ParseInt alone would also take
+			// "+5" and "-0", which an HTTP/1 hop may read differently.
 			n, err := strconv.ParseInt(hf.Value, 10, 64)
-			if err != nil || n < 0 || declared >= 0 && n != declared {
+			if err != nil || !allDigits(hf.Value) || declared >= 0 && n != declared {
 				return http2.ErrCodeProtocol
 			}
 			declared = n
@@ -157,6 +159,15 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 }
 
 func textproto(s string) string { return strings.TrimSpace(s) }
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
 
 // validTrailer reports whether key may be a trailer (RFC 9110 §6.5.1).
 func validTrailer(key string) bool {
@@ -261,7 +272,10 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if err := st.bodyErr; err != nil {
-			if err == io.EOF && len(st.trailer) > 0 && st.req.Trailer != nil {
+			if err == io.EOF && len(st.trailer) > 0 {
+				if st.req.Trailer == nil {
+					st.req.Trailer = make(http.Header, len(st.trailer))
+				}
 				for _, kv := range st.trailer {
 					st.req.Trailer[kv[0]] = append(st.req.Trailer[kv[0]], kv[1])
 				}
