@@ -54,6 +54,7 @@ type conn struct {
 	goAway      bool  // GOAWAY sent: no new streams
 	closed      bool
 	idleTimer   *time.Timer
+	closeTimer  *time.Timer
 	pingTimer   *time.Timer
 	pingAt      int64 // unix nanoseconds of an unanswered PING, 0 = none
 }
@@ -614,11 +615,21 @@ func (c *conn) maybeIdleLocked() {
 		return
 	}
 	if c.goAway {
-		go c.closeNow(nil)
+		// Close a moment later, not at once: a request the client sent
+		// before it read the GOAWAY then gets REFUSED_STREAM (safe to
+		// retry) instead of a reset connection, and the GOAWAY is not lost
+		// to a reset. A client that closes first ends it sooner.
+		if c.closeTimer == nil {
+			c.closeTimer = time.AfterFunc(goAwayGrace, func() { c.closeNow(nil) })
+		}
 		return
 	}
 	c.armIdleLocked()
 }
+
+// goAwayGrace is how long a connection stays open after its graceful
+// GOAWAY once nothing is running (net/http waits as long).
+const goAwayGrace = time.Second
 
 func (c *conn) armIdleLocked() {
 	if c.idleTimer == nil {
@@ -718,6 +729,9 @@ func (c *conn) closeNow(err error) {
 	}
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
+	}
+	if c.closeTimer != nil {
+		c.closeTimer.Stop()
 	}
 	if c.pingTimer != nil {
 		c.pingTimer.Stop()

@@ -173,7 +173,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		// A stream reset meanwhile (by the client, or by us with an
 		// RST_STREAM already queued) must get no more frames (RFC 9113
 		// §5.1); reserve only checks when there is data to send.
-		if c.streamDead(st) {
+		if !c.startFrames(st, end && last) {
 			c.wmu.Unlock()
 			return errStreamClosed
 		}
@@ -204,29 +204,36 @@ func (w *responseWriter) send(data []byte, end bool) error {
 	}
 	if end {
 		w.ended = true
-		c.mu.Lock()
-		st.localClosed = true
-		if st.remoteClosed {
-			c.removeLocked(st)
-		}
-		c.mu.Unlock()
 	}
 	return nil
 }
 
-// streamDead reports whether st was reset or the connection closed. The
-// caller holds wmu (lock order: wmu, then mu).
-func (c *conn) streamDead(st *stream) bool {
+// startFrames is called with wmu held (lock order: wmu, then mu) before
+// frames of st are written. It reports false when st was reset or the
+// connection closed: a reset stream gets no more frames (RFC 9113 §5.1).
+// With final (the frames end the stream) it closes the sending side first,
+// so that a client answering the END_STREAM at once already finds the
+// stream closed.
+func (c *conn) startFrames(st *stream, final bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return st.reset || c.closed
+	if st.reset || c.closed {
+		return false
+	}
+	if final {
+		st.localClosed = true
+		if st.remoteClosed {
+			c.removeLocked(st)
+		}
+	}
+	return true
 }
 
 func (w *responseWriter) sendTrailers(tr []hpack.HeaderField) error {
 	st := w.st
 	c := st.c
 	c.wmu.Lock()
-	if c.streamDead(st) {
+	if !c.startFrames(st, true) {
 		c.wmu.Unlock()
 		return errStreamClosed
 	}
@@ -240,12 +247,6 @@ func (w *responseWriter) sendTrailers(tr []hpack.HeaderField) error {
 		return err
 	}
 	w.ended = true
-	c.mu.Lock()
-	st.localClosed = true
-	if st.remoteClosed {
-		c.removeLocked(st)
-	}
-	c.mu.Unlock()
 	return nil
 }
 
