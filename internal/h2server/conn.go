@@ -620,16 +620,12 @@ func (c *conn) maybeIdleLocked() {
 		// retry) instead of a reset connection, and the GOAWAY is not lost
 		// to a reset. A client that closes first ends it sooner.
 		if c.closeTimer == nil {
-			c.closeTimer = time.AfterFunc(goAwayGrace, func() { c.closeNow(nil) })
+			c.closeTimer = time.AfterFunc(c.s.cfg.GoAwayGrace, func() { c.closeNow(nil) })
 		}
 		return
 	}
 	c.armIdleLocked()
 }
-
-// goAwayGrace is how long a connection stays open after its graceful
-// GOAWAY once nothing is running (net/http waits as long).
-const goAwayGrace = time.Second
 
 func (c *conn) armIdleLocked() {
 	if c.idleTimer == nil {

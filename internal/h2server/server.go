@@ -53,6 +53,11 @@ type Config struct {
 	// before the connection is closed.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
+	// GoAwayGrace is how long a connection stays open after its graceful
+	// GOAWAY once no stream is left (default 1s, as net/http): a request
+	// the client sent before reading the GOAWAY is then refused with
+	// REFUSED_STREAM, safe to retry, instead of lost to a reset.
+	GoAwayGrace time.Duration
 	// ConnContext, when set, derives each connection's base context (the
 	// request contexts descend from it).
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
@@ -69,6 +74,7 @@ type Server struct {
 	conns    map[*conn]struct{}
 	shutdown bool
 	idle     chan struct{} // closed and replaced when a conn ends during Shutdown
+
 }
 
 // New returns a Server for cfg.
@@ -105,6 +111,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.GoAwayGrace <= 0 {
+		cfg.GoAwayGrace = time.Second
 	}
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = DefaultPingTimeout

@@ -947,7 +947,7 @@ func TestShutdownStuckWriter(t *testing.T) {
 // races (-race) nor sends anything before the server's SETTINGS.
 func TestShutdownWhileStarting(t *testing.T) {
 	for range 100 {
-		ts := newTestServer(t, Config{Handler: http.HandlerFunc(echoHandler)})
+		ts := newTestServer(t, Config{Handler: http.HandlerFunc(echoHandler), GoAwayGrace: 1e6})
 		rc := dialRaw(t, ts)
 		go func() { _ = ts.s.Shutdown(context.Background()) }()
 		_, _ = rc.nc.Write([]byte(http2.ClientPreface))
