@@ -3,7 +3,6 @@ package h2server
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -94,13 +93,8 @@ func (ts *testServer) waitServed() {
 
 // client returns an HTTP/2 (h2c) client of ts.
 func (ts *testServer) client() *http.Client {
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
 	ts.t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
 }

@@ -308,7 +308,6 @@ func TestConcurrentRequests(t *testing.T) {
 type flowClient struct {
 	*rawConn
 	connWin int64
-	winInit int64
 	strWin  map[uint32]int64
 }
 
