@@ -24,11 +24,19 @@
 // net/http's Transport): draining on rotation needs its graceful Shutdown,
 // SetDoNotReuse and State, which net/http's ClientConn lacks. Concurrency
 // per endpoint is capped by the pool's own semaphore rather than
-// StrictMaxConcurrentStreams (golang/go#70809). Servers are net/http's
-// (Server.Protocols, HTTP2Config), whose rapid-reset and CONTINUATION
-// protections stay on. Connections are renewed before the SVIDs they were
-// opened with expire, and drained when the bundle no longer verifies their
-// peer; in-flight requests finish.
+// StrictMaxConcurrentStreams (golang/go#70809). Connections are renewed
+// before the SVIDs they were opened with expire, and drained when the bundle
+// no longer verifies their peer; in-flight requests finish.
+//
+// The listeners sort connections themselves (connListener): the inbound
+// one does the TLS handshake, the outbound and public ones peek at the first
+// bytes; HTTP/2 (ALPN h2, or the h2c preface) goes to internal/h2server,
+// HTTP/1.1 to net/http's server. h2server replaces net/http's HTTP/2 server
+// for speed (no serve-loop round trip per handler write) and keeps its
+// protections: the rapid-reset bound (ENHANCE_YOUR_CALM), the CONTINUATION
+// cutoff, header-list limit (431), connection-specific headers refused.
+// Public (NewPublic) is the same connection handling for outside clients
+// (the edge), where handlers read TLSState instead of r.TLS.
 //
 // The inbound's HTTP/1.1 client to the app is h1Client, not net/http's
 // Transport: one fixed address, and the exchange runs on the request's
