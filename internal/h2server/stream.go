@@ -220,6 +220,10 @@ func (c *conn) runHandler(st *stream) {
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
 		if q.reset || c.closed {
+			// Never run: return the credit of a body that had arrived
+			// whole before the reset (resetLocked keeps complete bodies).
+			q.bodyClosed = true
+			c.dropBodyLocked(q)
 			continue
 		}
 		next = q
