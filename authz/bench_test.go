@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/cputime"
 )
 
 // benchInput is a typical allowed request against the shipped policy set.
@@ -25,11 +27,11 @@ func benchInput() *Input {
 // loop runs op b.N times (b.Loop) and also reports CPU time per op.
 func loop(b *testing.B, op func()) {
 	b.ReportAllocs()
-	start, ok := processCPUTime()
+	start, ok := cputime.Process()
 	for b.Loop() {
 		op()
 	}
-	if end, ok2 := processCPUTime(); ok && ok2 && b.N > 0 {
+	if end, ok2 := cputime.Process(); ok && ok2 && b.N > 0 {
 		b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/meshguard/meshguard/authz"
+	"github.com/meshguard/meshguard/internal/cputime"
 )
 
 // BenchmarkTwoAgents measures one request through app ← inbound ← outbound
@@ -76,7 +77,7 @@ func BenchmarkTwoAgents(b *testing.B) {
 				// 64 concurrent requests, as bench/mesh.sh's max-throughput run.
 				b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
 				b.ResetTimer()
-				cpu0, ok := processCPUTime()
+				cpu0, ok := cputime.Process()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						do()
@@ -84,7 +85,7 @@ func BenchmarkTwoAgents(b *testing.B) {
 				})
 				// CPU per request (client, agents and app together): less
 				// skewed by other load on the machine than ns/op.
-				if cpu1, ok1 := processCPUTime(); ok && ok1 {
+				if cpu1, ok1 := cputime.Process(); ok && ok1 {
 					b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
 				}
 			})

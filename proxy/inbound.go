@@ -173,18 +173,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	// TLS is terminated by the listener: net/http gets the HTTP/1.1
 	// connections, h2server the ones that negotiated h2.
 	in.srv.Protocols.SetHTTP1(true)
-	in.h2, err = h2server.New(h2server.Config{
-		Handler:              in,
-		MaxConcurrentStreams: uint32(cfg.MaxConcurrentStreams),
-		MaxHeaderBytes:       cfg.MaxHeaderBytes,
-		MaxReadFrameSize:     h2MaxFrame,
-		StreamWindow:         h2StreamWindow,
-		ConnWindow:           h2ConnWindow,
-		IdleTimeout:          cfg.IdleTimeout,
-		PrefaceTimeout:       cfg.ReadHeaderTimeout,
-		ConnContext:          in.connContext,
-		Logger:               in.log,
-	})
+	in.h2, err = newH2Server(in, true, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, in.connContext, in.log)
 	if err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("new inbound: %w", err)
@@ -285,11 +274,7 @@ func (in *Inbound) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.ShutdownTimeout)
 	defer cancel()
-	h2done := make(chan error, 1)
-	go func() { h2done <- in.h2.Shutdown(sctx) }()
-	err := in.srv.Shutdown(sctx)
-	<-errc
-	err = errors.Join(err, <-h2done)
+	err := drainBoth(sctx, in.srv, in.h2, errc)
 	in.app.CloseIdleConnections()
 	if err != nil {
 		_ = in.srv.Close()

@@ -154,17 +154,7 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 	// "Upgrade: h2c" dance, and the handler strips Upgrade anyway.
 	o.srv.Protocols.SetHTTP1(true)
 	var err error
-	o.h2s, err = h2server.New(h2server.Config{
-		Handler:              o,
-		MaxConcurrentStreams: uint32(cfg.MaxConcurrentStreams),
-		MaxHeaderBytes:       cfg.MaxHeaderBytes,
-		MaxReadFrameSize:     h2MaxFrame,
-		StreamWindow:         h2StreamWindow,
-		ConnWindow:           h2ConnWindow,
-		IdleTimeout:          cfg.IdleTimeout,
-		PrefaceTimeout:       cfg.ReadHeaderTimeout,
-		Logger:               o.log,
-	})
+	o.h2s, err = newH2Server(o, true, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, nil, o.log)
 	if err != nil {
 		o.cancel()
 		_ = ln.Close()
@@ -207,11 +197,7 @@ func (o *Outbound) Run(ctx context.Context) error {
 	defer cancel()
 	var drainErr error
 	if serveErr == nil {
-		h2done := make(chan error, 1)
-		go func() { h2done <- o.h2s.Shutdown(sctx) }()
-		drainErr = o.srv.Shutdown(sctx)
-		<-errc
-		drainErr = errors.Join(drainErr, <-h2done)
+		drainErr = drainBoth(sctx, o.srv, o.h2s, errc)
 	}
 	o.closePool()
 	o.cancel()

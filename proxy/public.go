@@ -82,15 +82,7 @@ func NewPublic(cfg PublicConfig) (*Public, error) {
 	}
 	p.srv.Protocols.SetHTTP1(true)
 	var err error
-	p.h2, err = h2server.New(h2server.Config{
-		Handler:              cfg.Handler,
-		MaxConcurrentStreams: uint32(cfg.MaxConcurrentStreams),
-		MaxHeaderBytes:       cfg.MaxHeaderBytes,
-		IdleTimeout:          cfg.IdleTimeout,
-		PrefaceTimeout:       cfg.ReadHeaderTimeout,
-		ConnContext:          connContext,
-		Logger:               p.log,
-	})
+	p.h2, err = newH2Server(cfg.Handler, false, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, connContext, p.log)
 	if err != nil {
 		return nil, fmt.Errorf("new public listener: %w", err)
 	}
@@ -121,13 +113,41 @@ func (p *Public) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
 	defer cancel()
-	h2done := make(chan error, 1)
-	go func() { h2done <- p.h2.Shutdown(sctx) }()
-	err := p.srv.Shutdown(sctx)
-	<-errc
-	if err = errors.Join(err, <-h2done); err != nil {
+	if err := drainBoth(sctx, p.srv, p.h2, errc); err != nil {
 		_ = p.srv.Close()
 		return fmt.Errorf("public listener: drain: %w", err)
 	}
 	return nil
+}
+
+// newH2Server is the HTTP/2 side of a listener. Mesh listeners get
+// meshguard's large windows; a public one gets net/http's (1 MiB per
+// connection): outside clients should not park 16 MiB each in the edge.
+func newH2Server(h http.Handler, mesh bool, streams, maxHeader int, idle, preface time.Duration, connContext func(context.Context, net.Conn) context.Context, log *slog.Logger) (*h2server.Server, error) {
+	frame, streamWin, connWin := uint32(h2MaxFrame), int32(h2StreamWindow), int32(h2ConnWindow)
+	if !mesh {
+		frame, streamWin, connWin = 16<<10, 1<<20, 1<<20
+	}
+	return h2server.New(h2server.Config{
+		Handler:              h,
+		MaxConcurrentStreams: uint32(streams),
+		MaxHeaderBytes:       maxHeader,
+		MaxReadFrameSize:     frame,
+		StreamWindow:         streamWin,
+		ConnWindow:           connWin,
+		IdleTimeout:          idle,
+		PrefaceTimeout:       preface,
+		ConnContext:          connContext,
+		Logger:               log,
+	})
+}
+
+// drainBoth shuts the HTTP/1.1 and HTTP/2 servers of a listener down in
+// parallel within ctx; errc is the HTTP/1.1 server's Serve result.
+func drainBoth(ctx context.Context, srv *http.Server, h2 *h2server.Server, errc <-chan error) error {
+	h2done := make(chan error, 1)
+	go func() { h2done <- h2.Shutdown(ctx) }()
+	err := srv.Shutdown(ctx)
+	<-errc
+	return errors.Join(err, <-h2done)
 }
