@@ -260,8 +260,6 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Unlock()
 
 	st := &stream{c: c, id: id, declared: -1}
-	st.rnotify = make(chan struct{}, 1)
-	st.wnotify = make(chan struct{}, 1)
 	var handler http.Handler = c.s.cfg.Handler
 	if f.Truncated {
 		handler = http.HandlerFunc(tooLarge)

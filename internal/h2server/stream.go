@@ -44,6 +44,9 @@ type stream struct {
 	bodyErr      error // io.EOF once the body is complete
 	needContinue bool
 
+	// Made (under c.mu) by the first goroutine that waits on them; a
+	// notification with no waiter yet (nil channel) is a no-op, and the
+	// waiter checks the state under c.mu before it waits.
 	rnotify chan struct{} // body data or end arrived
 	wnotify chan struct{} // send window grew, or the stream ended
 }
@@ -292,9 +295,13 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			c.mu.Unlock()
 			return 0, errors.New("h2server: read on closed body")
 		}
+		if st.rnotify == nil {
+			st.rnotify = make(chan struct{}, 1)
+		}
+		rn := st.rnotify
 		c.mu.Unlock()
 		select {
-		case <-st.rnotify:
+		case <-rn:
 		case <-st.ctx.Done():
 			c.mu.Lock()
 			if st.off < len(st.buf) || st.bodyErr != nil {
@@ -347,9 +354,13 @@ func (st *stream) reserve(want int) (int, error) {
 		if c.sendConnWin <= 0 {
 			c.connWaiters = append(c.connWaiters, st)
 		}
+		if st.wnotify == nil {
+			st.wnotify = make(chan struct{}, 1)
+		}
+		wn := st.wnotify
 		c.mu.Unlock()
 		select {
-		case <-st.wnotify:
+		case <-wn:
 		case <-st.ctx.Done():
 			return 0, fmt.Errorf("send on stream %d: %w", st.id, context.Cause(st.ctx))
 		}
