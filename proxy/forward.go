@@ -33,9 +33,14 @@ var emptyUA = []string{""}
 var errUpstreamBody = errors.New("read upstream body")
 
 func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	out := new(http.Request)
+	// The outgoing request and its URL in one allocation.
+	pair := new(struct {
+		req http.Request
+		url url.URL
+	})
+	out, u := &pair.req, &pair.url
 	*out = *r
-	u := &url.URL{Scheme: f.scheme, Host: f.host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	*u = url.URL{Scheme: f.scheme, Host: f.host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	if u.Host == "" {
 		u.Host = r.URL.Host
 	}

@@ -82,6 +82,10 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 	}
 	fields := f.RegularFields()
 	h := make(http.Header, len(fields))
+	// One backing array for the values (as net/textproto does): a key's
+	// first value is a one-element, capacity-one slice of it, so a second
+	// value appends into a new array instead of over a neighbour's.
+	vals := make([]string, len(fields))
 	var cookies []string
 	var host string
 	declared := int64(-1)
@@ -111,7 +115,13 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 			declared = n
 		}
 		k := c.canonical(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, hf.Value)
+			continue
+		}
+		vals[0] = hf.Value
+		h[k] = vals[:1:1]
+		vals = vals[1:]
 	}
 	if len(cookies) > 0 {
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
