@@ -75,7 +75,12 @@ type Server struct {
 	shutdown bool
 	idle     chan struct{} // closed and replaced when a conn ends during Shutdown
 
+	work     chan *stream  // to an idle handler goroutine (unbuffered)
+	stop     chan struct{} // closed by Close and by a finished Shutdown: idle handler goroutines end
+	stopOnce sync.Once
 }
+
+func (s *Server) stopIdle() { s.stopOnce.Do(func() { close(s.stop) }) }
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
@@ -122,7 +127,8 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, conns: make(map[*conn]struct{}), idle: make(chan struct{})}, nil
+	return &Server{cfg: cfg, log: log, conns: make(map[*conn]struct{}), idle: make(chan struct{}),
+		work: make(chan *stream), stop: make(chan struct{})}, nil
 }
 
 // ServeConn serves one connection until it ends, then closes it. The client
@@ -182,6 +188,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		n, idle := len(s.conns), s.idle
 		s.mu.Unlock()
 		if n == 0 {
+			s.stopIdle()
 			return nil
 		}
 		select {
@@ -195,6 +202,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every connection at once.
 func (s *Server) Close() {
+	s.stopIdle()
 	s.mu.Lock()
 	s.shutdown = true
 	cs := make([]*conn, 0, len(s.conns))
