@@ -27,8 +27,11 @@ type conn struct {
 	fr     *http2.Framer // read side only (reader goroutine)
 	remote string
 	ctx    context.Context
-	cancel context.CancelFunc
-	names  map[string]string // wire name → canonical key (reader goroutine)
+	// streamBase is ctx without its cancellation, the parent of request
+	// contexts (see ServeConn).
+	streamBase context.Context
+	cancel     context.CancelFunc
+	names      map[string]string // wire name → canonical key (reader goroutine)
 
 	handlers sync.WaitGroup
 	lastRead atomic.Int64 // unix nanoseconds of the last frame read
@@ -269,7 +272,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st.handler = handler
-	ctx, cancel := context.WithCancel(c.ctx)
+	ctx, cancel := context.WithCancel(c.streamBase)
 	st.ctx, st.cancel = ctx, cancel
 	st.req = st.req.WithContext(ctx)
 	st.rw.st = st

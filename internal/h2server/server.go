@@ -144,6 +144,15 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	// Set before c is registered: Close and Shutdown may reach c (closeNow
 	// reads c.cancel) before serve runs.
 	c.ctx, c.cancel = context.WithCancel(base)
+	// Request contexts descend from a parent that carries the connection's
+	// values but not its cancellation: a context.WithCancel per stream
+	// under the connection's own context would register every stream in
+	// that context's child set, one mutex for all the connection's streams.
+	// closeNow cancels the open streams itself, and ends the connection
+	// when base is canceled.
+	c.streamBase = context.WithoutCancel(c.ctx)
+	stopWatch := context.AfterFunc(c.ctx, func() { c.closeNow(context.Cause(c.ctx)) })
+	defer stopWatch()
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
