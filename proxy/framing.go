@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/h2server"
 )
 
 // Go's HTTP/1.1 server resolves a request carrying both Content-Length and
@@ -266,8 +268,9 @@ type connListener struct {
 // flood costs no more).
 const maxPendingHandshakes = 4096
 
-// newTLSListener is the inbound listener: TLS 1.3 handshakes with a
-// deadline, then HTTP/2 (ALPN h2) to serveH2 and HTTP/1.1 to net/http.
+// newTLSListener is the inbound and the public TLS listener: handshakes
+// with conf and a deadline, then HTTP/2 (ALPN h2) to serveH2 and HTTP/1.1
+// to net/http.
 func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration, onError func(net.Addr, error), serveH2 func(net.Conn)) *connListener {
 	prepare := func(ctx context.Context, raw net.Conn) (*framingConn, bool, error) {
 		tc := tls.Server(raw, conf)
@@ -281,7 +284,8 @@ func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration,
 	return newConnListener(inner, prepare, timeout, onError, serveH2)
 }
 
-// newPlainListener is the outbound listener: h2c with prior knowledge (the
+// newPlainListener is the outbound (and plaintext public) listener: h2c
+// with prior knowledge (the
 // connection starts with the HTTP/2 preface) to serveH2, anything else to
 // net/http as HTTP/1.1.
 func newPlainListener(inner net.Listener, timeout time.Duration, onError func(net.Addr, error), serveH2 func(net.Conn)) *connListener {
@@ -289,7 +293,8 @@ func newPlainListener(inner net.Listener, timeout time.Duration, onError func(ne
 		stop := context.AfterFunc(ctx, func() { _ = raw.SetReadDeadline(time.Now()) })
 		br := bufio.NewReaderSize(raw, 64)
 		// "PRI" starts only the HTTP/2 preface: no HTTP/1.1 method is PRI,
-		// and every HTTP/1.1 request line is longer than three bytes.
+		// and every HTTP/1.1 request line is longer than three bytes (the
+		// h2 server checks the rest of the preface).
 		b, err := br.Peek(3)
 		if !stop() || err != nil {
 			_ = raw.Close()
@@ -299,22 +304,14 @@ func newPlainListener(inner net.Listener, timeout time.Duration, onError func(ne
 			return nil, false, fmt.Errorf("read the first bytes: %w", err)
 		}
 		_ = raw.SetReadDeadline(time.Time{})
-		c := peekedConn{Conn: raw, r: br}
-		if string(b) == "PRI" {
+		c := h2server.WithPeeked(raw, br)
+		if h2server.IsPreface(b) {
 			return &framingConn{Conn: newBatchConn(c)}, true, nil
 		}
 		return &framingConn{Conn: c}, false, nil
 	}
 	return newConnListener(inner, prepare, timeout, onError, serveH2)
 }
-
-// peekedConn reads what was peeked before the rest of the connection.
-type peekedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (p peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 func newConnListener(inner net.Listener, prepare func(context.Context, net.Conn) (*framingConn, bool, error), timeout time.Duration, onError func(net.Addr, error), serveH2 func(net.Conn)) *connListener {
 	l := &connListener{inner: inner, prepare: prepare, serveH2: serveH2, timeout: timeout, onError: onError,

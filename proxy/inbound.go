@@ -159,13 +159,11 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	in.ln = ln
 	in.tlsConf = serverTLS(cfg.Source, in.td, cfg.Metrics.hsIn.Inc)
 	in.srv = &http.Server{
-		Handler:   in,
-		TLSConfig: in.tlsConf, // handshakes happen in tlsListener; this enables h2
+		Handler: in,
 
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		HTTP2:             h2Config(cfg.MaxConcurrentStreams),
 		Protocols:         new(http.Protocols),
 		ErrorLog:          slog.NewLogLogger(in.log.Handler(), slog.LevelDebug),
 		ConnContext:       in.connContext,

@@ -139,7 +139,6 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		HTTP2:             h2Config(cfg.MaxConcurrentStreams),
 		Protocols:         new(http.Protocols),
 		ErrorLog:          slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {

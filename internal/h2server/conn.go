@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -266,7 +267,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	var handler http.Handler = c.s.cfg.Handler
 	if f.Truncated {
 		handler = http.HandlerFunc(tooLarge)
-		st.req = &http.Request{Method: "GET", URL: &url0, Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.remote}
+		st.req = &http.Request{Method: "GET", URL: &url.URL{Path: "/"}, Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.remote}
 	} else if code := c.newRequest(st, f); code != http2.ErrCodeNo {
 		c.writeReset(id, code)
 		return nil
@@ -342,8 +343,6 @@ func (s *Server) handlerLoop(st *stream) {
 
 // idleHandler is how long an idle handler goroutine waits for a stream.
 const idleHandler = 10 * time.Second
-
-var url0 = urlRoot()
 
 func tooLarge(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")

@@ -51,8 +51,6 @@ type stream struct {
 	wnotify chan struct{} // send window grew, or the stream ended
 }
 
-func urlRoot() url.URL { return url.URL{Path: "/"} }
-
 // newRequest builds st.req from a HEADERS frame, or returns the error code
 // of a malformed request (RFC 9113 §8.1.1).
 func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
@@ -142,8 +140,8 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 	if vv, ok := h["Trailer"]; ok {
 		for _, v := range vv {
 			for name := range strings.SplitSeq(v, ",") {
-				key := http.CanonicalHeaderKey(textproto(name))
-				if !validTrailer(key) {
+				key := http.CanonicalHeaderKey(strings.TrimSpace(name))
+				if !validTrailer(key) { // an empty name too
 					return http2.ErrCodeProtocol
 				}
 				if r.Trailer == nil {
@@ -170,8 +168,6 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 	st.req = r
 	return http2.ErrCodeNo
 }
-
-func textproto(s string) string { return strings.TrimSpace(s) }
 
 func allDigits(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -214,14 +210,15 @@ func (c *conn) runHandler(st *stream) {
 	}
 	closeConn := st.rw.closeConn
 	c.mu.Lock()
-	var code http2.ErrCode = math32
+	var code http2.ErrCode
+	rst := false
 	switch {
 	case aborted && !st.localClosed && !st.reset:
-		code = http2.ErrCodeInternal
+		code, rst = http2.ErrCodeInternal, true
 		c.resetLocked(st, errStreamClosed)
 	case !st.remoteClosed && !st.reset:
 		// Response complete, request still coming: tell the client to stop.
-		code = http2.ErrCodeNo
+		code, rst = http2.ErrCodeNo, true
 		c.resetLocked(st, errStreamClosed)
 	}
 	st.bodyClosed = true
@@ -249,7 +246,7 @@ func (c *conn) runHandler(st *stream) {
 	}
 	c.mu.Unlock()
 	st.cancel()
-	if code != math32 {
+	if rst {
 		c.writeReset(st.id, code)
 	}
 	if closeConn {
@@ -257,8 +254,6 @@ func (c *conn) runHandler(st *stream) {
 	}
 	st.rw.release()
 }
-
-const math32 = http2.ErrCode(1<<32 - 1) // "no RST_STREAM to send"
 
 // requestBody is the request body of a stream: bytes the reader goroutine
 // buffered, handed out with flow-control credit returned as they are read.
