@@ -7,10 +7,13 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -97,4 +100,58 @@ func publicCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// TestPublicHostileStarts: connections that start wrong get nothing and
+// are closed: silence past ReadHeaderTimeout, a fake HTTP/2 preface on the
+// plaintext listener, plaintext bytes on the TLS listener. No request
+// reaches the handler.
+func TestPublicHostileStarts(t *testing.T) {
+	cert, _ := publicCert(t)
+	for _, tc := range []struct {
+		name  string
+		tls   bool
+		write string
+	}{
+		{"silent-plain", false, ""},
+		{"silent-tls", true, ""},
+		{"fake-preface", false, "PRI * HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"plaintext-on-tls", true, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			cfg := PublicConfig{Listener: listen(t), ReadHeaderTimeout: 200 * time.Millisecond,
+				Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls.Add(1) })}
+			if tc.tls {
+				cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+			}
+			pub, err := NewPublic(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- pub.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			c, err := net.Dial("tcp", cfg.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if tc.write != "" {
+				if _, err := io.WriteString(c, tc.write); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The server closes the connection: reading ends (EOF or reset)
+			// long before the 10 s deadline, whatever it sent first.
+			if _, err := io.Copy(io.Discard, c); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("connection still open after 10s")
+			}
+			if n := calls.Load(); n != 0 {
+				t.Fatalf("handler called %d times", n)
+			}
+		})
+	}
 }
