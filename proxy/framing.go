@@ -244,9 +244,7 @@ func (c *framingConn) Read(b []byte) (int, error) {
 // the outbound one), then serves HTTP/2 connections itself with serveH2 and
 // hands HTTP/1.1 ones to net/http through Accept, as framingConns (the
 // plaintext bytes pass the HTTP/1.1 framing scanner). TLS state reaches
-// handlers through the conn (ConnContext) instead of r.TLS. Writes to the
-// peer go through a batchConn: frames written while a syscall is in
-// progress leave together in the next one.
+// handlers through the conn (ConnContext) instead of r.TLS.
 type connListener struct {
 	inner   net.Listener
 	prepare func(ctx context.Context, raw net.Conn) (c *framingConn, h2 bool, err error)
@@ -279,7 +277,7 @@ func newTLSListener(inner net.Listener, conf *tls.Config, timeout time.Duration,
 			return nil, false, err
 		}
 		h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
-		return &framingConn{Conn: newBatchConn(tc), tls: tc}, h2, nil
+		return &framingConn{Conn: tc, tls: tc}, h2, nil
 	}
 	return newConnListener(inner, prepare, timeout, onError, serveH2)
 }
@@ -306,7 +304,7 @@ func newPlainListener(inner net.Listener, timeout time.Duration, onError func(ne
 		_ = raw.SetReadDeadline(time.Time{})
 		c := h2server.WithPeeked(raw, br)
 		if h2server.IsPreface(b) {
-			return &framingConn{Conn: newBatchConn(c)}, true, nil
+			return &framingConn{Conn: c}, true, nil
 		}
 		return &framingConn{Conn: c}, false, nil
 	}

@@ -14,9 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/h2client"
 	"github.com/meshguard/meshguard/internal/h2server"
 	"github.com/meshguard/meshguard/internal/logkey"
-	"golang.org/x/net/http2"
 )
 
 // Ejection configures passive outlier ejection per endpoint.
@@ -59,7 +59,7 @@ type Outbound struct {
 	srv     *http.Server     // HTTP/1.1 from the app
 	h2s     *h2server.Server // h2c (prior knowledge) from the app
 	fwd     *forwarder
-	h2      *http2.Transport
+	h2      h2client.Config
 	ctx     context.Context // lives until Run ends; dials use it
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // dials and drains
@@ -113,15 +113,14 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		budgets: make(map[string]*budget),
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
-	o.h2 = &http2.Transport{
-		DisableCompression: true,
-		MaxReadFrameSize:   256 << 10,
-		MaxHeaderListSize:  uint32(cfg.MaxHeaderBytes),
-		ReadIdleTimeout:    30 * time.Second,
-		PingTimeout:        15 * time.Second,
+	o.h2 = h2client.Config{
+		MaxReadFrameSize: 256 << 10,
+		MaxHeaderBytes:   cfg.MaxHeaderBytes,
+		PingInterval:     30 * time.Second,
+		PingTimeout:      15 * time.Second,
 		// Close idle pooled connections before the peer's server (same
 		// default IdleTimeout) does, so a request never races its GOAWAY.
-		IdleConnTimeout: cfg.IdleTimeout / 2,
+		IdleTimeout: cfg.IdleTimeout / 2,
 	}
 	o.fwd = &forwarder{rt: o, bufs: newBufferPool(256), scheme: "https", onError: o.upstreamError}
 	ln := cfg.Listener

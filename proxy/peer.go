@@ -14,20 +14,22 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/h2client"
 	"github.com/meshguard/meshguard/internal/svidcheck"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"golang.org/x/net/http2"
 )
 
 // peer is one endpoint of a service, as the outbound side sees it: its
 // pooled HTTP/2 connection and its balancing and health statistics.
 //
-// One HTTP/2 connection per endpoint, made with x/net/http2's per-connection
-// ClientConn rather than net/http's Transport: the pool needs what only that
-// type offers (graceful Shutdown for draining on rotation, SetDoNotReuse,
-// State to tell a dead connection from a busy one). Concurrency is capped by
-// our own semaphore, not by StrictMaxConcurrentStreams (golang/go#70809).
+// One HTTP/2 connection per endpoint, an internal/h2client Conn: the pool
+// needs what net/http's Transport does not offer (graceful Shutdown for
+// draining on rotation, SetDoNotReuse, State to tell a dead connection from
+// a busy one), and x/net's ClientConn, which offers them, costs a goroutine
+// and a syscall per request (see the h2client package). Concurrency is
+// capped by our own semaphore, as the server's stream limit is only a
+// ceiling (x/net's strict mode can deadlock, golang/go#70809).
 type peer struct {
 	o    *Outbound
 	id   spiffeid.ID
@@ -56,7 +58,7 @@ type peerKey struct {
 
 // pconn is one pooled connection and what it was opened with.
 type pconn struct {
-	cc      *http2.ClientConn
+	cc      *h2client.Conn
 	renewAt time.Time           // before the SVIDs of either side expire
 	chain   []*x509.Certificate // the peer's chain, re-verified on bundle change
 	retired atomic.Bool
@@ -77,7 +79,7 @@ func (p *peer) conn(ctx context.Context) (*pconn, error) {
 		p.mu.Lock()
 		if c := p.cur; c != nil {
 			now := p.o.cfg.Now()
-			if now.Before(c.renewAt) && c.cc.ReserveNewRequest() {
+			if now.Before(c.renewAt) && c.cc.Reserve() {
 				p.mu.Unlock()
 				return c, nil
 			}
@@ -157,10 +159,8 @@ func (p *peer) dialConn() (*pconn, error) {
 	}
 	tc := nc.(*tls.Conn)
 	o.cfg.Metrics.hsOut.Inc()
-	bc := newBatchConn(tc)
-	cc, err := o.h2.NewClientConn(bc)
+	cc, err := h2client.New(tc, o.h2)
 	if err != nil {
-		_ = bc.Close()
 		return nil, fmt.Errorf("dial %s at %s: start HTTP/2: %w", p.id, p.addr, err)
 	}
 	o.cfg.Metrics.upstreams.Inc()
@@ -246,18 +246,10 @@ func (p *peer) roundTrip(req *http.Request) (resp *http.Response, touched bool, 
 	return resp, true, nil
 }
 
-// notSent reports whether a ClientConn.RoundTrip error means the server
-// never saw the request (refused before the stream started, or a GOAWAY
-// below its stream ID). x/net does not export these errors.
-func notSent(err error) bool {
-	switch err.Error() {
-	case "http2: client conn not usable",
-		"http2: client conn could not be established",
-		"http2: Transport received Server's graceful shutdown GOAWAY":
-		return true
-	}
-	return false
-}
+// notSent reports whether a RoundTrip error means the server never
+// processed the request (refused before the stream started, a GOAWAY below
+// its stream ID, REFUSED_STREAM).
+func notSent(err error) bool { return errors.Is(err, h2client.ErrNotSent) }
 
 // peerBody releases the stream slot when the response body is done.
 type peerBody struct {

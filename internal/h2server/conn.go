@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/h2write"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -38,9 +39,11 @@ type conn struct {
 	lastRead atomic.Int64 // unix nanoseconds of the last frame read
 	maxFrame atomic.Uint32
 
-	wmu          sync.Mutex
+	// The write side: w's lock (here "wmu") guards wfr and the fields
+	// below it.
+	w            *h2write.Writer
+	wfr          *http2.Framer // w.Framer
 	settingsSent bool          // our SETTINGS, the first frame, is out (under wmu)
-	wfr          *http2.Framer // write side only
 	hbuf         bytes.Buffer
 	henc         *hpack.Encoder
 	lower        map[string]string // response header key → wire name (under wmu)
@@ -81,7 +84,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.fr.MaxHeaderListSize = uint32(s.cfg.MaxHeaderBytes)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.SetReuseFrames()
-	c.wfr = http2.NewFramer(nc, nil)
+	c.w = h2write.New(nc)
+	c.wfr = c.w.Framer
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.maxFrame.Store(16384)
 	return c
@@ -105,17 +109,18 @@ func (c *conn) serve() {
 		last := c.maxSeen
 		c.goAway = true
 		c.mu.Unlock()
-		c.wmu.Lock()
+		c.w.Lock()
 		_ = c.wfr.WriteGoAway(last, ce.code, nil)
-		c.wmu.Unlock()
+		c.w.Unlock()
 	}
+	c.w.Drain(time.Second)
 	c.closeNow(err)
 }
 
 func (c *conn) run() error {
 	s := c.s
 	_ = c.nc.SetReadDeadline(time.Now().Add(s.cfg.PrefaceTimeout))
-	c.wmu.Lock()
+	c.w.Lock()
 	err := c.wfr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.cfg.MaxConcurrentStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(s.cfg.StreamWindow)},
@@ -126,7 +131,7 @@ func (c *conn) run() error {
 		err = c.wfr.WriteWindowUpdate(0, uint32(s.cfg.ConnWindow-65535))
 	}
 	c.settingsSent = true
-	c.wmu.Unlock()
+	c.w.UnlockKick()
 	if err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
@@ -136,9 +141,9 @@ func (c *conn) run() error {
 	goAway, last := c.goAway, c.maxSeen
 	c.mu.Unlock()
 	if goAway {
-		c.wmu.Lock()
+		c.w.Lock()
 		err = c.wfr.WriteGoAway(last, http2.ErrCodeNo, nil)
-		c.wmu.Unlock()
+		c.w.UnlockKick()
 		if err != nil {
 			return err
 		}
@@ -203,9 +208,9 @@ func (c *conn) handleFrame(f http2.Frame) error {
 			c.mu.Unlock()
 			return nil
 		}
-		c.wmu.Lock()
+		c.w.Lock()
 		err := c.wfr.WritePing(true, f.Data)
-		c.wmu.Unlock()
+		c.w.UnlockKick()
 		return err
 	case *http2.GoAwayFrame:
 		return nil // the client opens no new streams; open ones finish
@@ -231,9 +236,9 @@ func (c *conn) onStreamError(id uint32, code http2.ErrCode) {
 }
 
 func (c *conn) writeReset(id uint32, code http2.ErrCode) {
-	c.wmu.Lock()
+	c.w.Lock()
 	_ = c.wfr.WriteRSTStream(id, code)
-	c.wmu.Unlock()
+	c.w.UnlockKick()
 }
 
 func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
@@ -495,14 +500,14 @@ func (c *conn) writeUpdates(connInc int64, id uint32, streamInc int64) {
 	if connInc == 0 && streamInc == 0 {
 		return
 	}
-	c.wmu.Lock()
+	c.w.Lock()
 	if connInc > 0 {
 		_ = c.wfr.WriteWindowUpdate(0, uint32(connInc))
 	}
 	if streamInc > 0 {
 		_ = c.wfr.WriteWindowUpdate(id, uint32(streamInc))
 	}
-	c.wmu.Unlock()
+	c.w.UnlockKick()
 }
 
 func (c *conn) onReset(f *http2.RSTStreamFrame) error {
@@ -576,9 +581,9 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		case http2.SettingMaxFrameSize:
 			c.maxFrame.Store(s.Val)
 		case http2.SettingHeaderTableSize:
-			c.wmu.Lock()
+			c.w.Lock()
 			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
-			c.wmu.Unlock()
+			c.w.Unlock()
 		}
 		return nil
 	})
@@ -589,9 +594,9 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		}
 		return connError{http2.ErrCodeProtocol, "bad SETTINGS: " + err.Error()}
 	}
-	c.wmu.Lock()
+	c.w.Lock()
 	err = c.wfr.WriteSettingsAck()
-	c.wmu.Unlock()
+	c.w.UnlockKick()
 	return err
 }
 
@@ -648,7 +653,10 @@ func (c *conn) maybeIdleLocked() {
 		// retry) instead of a reset connection, and the GOAWAY is not lost
 		// to a reset. A client that closes first ends it sooner.
 		if c.closeTimer == nil {
-			c.closeTimer = time.AfterFunc(c.s.cfg.GoAwayGrace, func() { c.closeNow(nil) })
+			c.closeTimer = time.AfterFunc(c.s.cfg.GoAwayGrace, func() {
+				c.w.Drain(time.Second)
+				c.closeNow(nil)
+			})
 		}
 		return
 	}
@@ -705,9 +713,9 @@ func (c *conn) pingCheck() {
 	c.pingAt = now
 	c.pingTimer.Reset(c.s.cfg.PingTimeout)
 	c.mu.Unlock()
-	c.wmu.Lock()
+	c.w.Lock()
 	_ = c.wfr.WritePing(false, [8]byte{'m', 'e', 's', 'h', 'p', 'i', 'n', 'g'})
-	c.wmu.Unlock()
+	c.w.UnlockKick()
 }
 
 // startGracefulShutdown sends GOAWAY: streams already seen finish, new ones
@@ -721,11 +729,11 @@ func (c *conn) startGracefulShutdown() {
 	c.goAway = true
 	last := c.maxSeen
 	c.mu.Unlock()
-	c.wmu.Lock()
+	c.w.Lock()
 	if c.settingsSent { // else run sends it after SETTINGS
 		_ = c.wfr.WriteGoAway(last, http2.ErrCodeNo, nil)
 	}
-	c.wmu.Unlock()
+	c.w.UnlockKick()
 	c.mu.Lock()
 	c.maybeIdleLocked()
 	c.mu.Unlock()

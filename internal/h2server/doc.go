@@ -8,9 +8,10 @@
 // which under 64 concurrent streams costs more CPU than the proxying itself.
 // Here the goroutine reading the connection decodes frames and starts one
 // goroutine per request; handlers encode and write their own frames under
-// the connection's write lock, into a connection whose Write is expected to
-// be a cheap copy (proxy's batching conn sends whatever accumulated in one
-// syscall). A small response is one lock, one HEADERS and one DATA frame.
+// the connection's write lock (internal/h2write: the frames of concurrent
+// streams leave together in one syscall, sent by one of the handlers, with
+// no writer goroutine). A small response is one lock, one HEADERS and one
+// DATA frame.
 //
 // The frame layer is golang.org/x/net/http2's Framer (frame parsing and
 // ordering, HPACK, the header list limit and its CONTINUATION-flood cutoff);

@@ -169,19 +169,19 @@ func (w *responseWriter) send(data []byte, end bool) error {
 			}
 		}
 		last := n == len(data)
-		c.wmu.Lock()
+		c.w.Lock()
 		// A stream reset meanwhile (by the client, or by us with an
 		// RST_STREAM already queued) must get no more frames (RFC 9113
 		// §5.1); reserve only checks when there is data to send.
 		if !c.startFrames(st, end && last) {
-			c.wmu.Unlock()
+			c.w.Unlock() // nothing written
 			return errStreamClosed
 		}
 		headerEnd := false
 		if !w.sentHeader {
 			headerEnd = end && len(data) == 0
 			if err := c.writeHeadersLocked(st.id, w.status, w.header, w.trailers, headerEnd); err != nil {
-				c.wmu.Unlock()
+				c.w.UnlockFlush()
 				return err
 			}
 			w.sentHeader = true
@@ -193,7 +193,9 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		case end && !headerEnd:
 			err = c.wfr.WriteData(st.id, true, nil)
 		}
-		c.wmu.Unlock()
+		if ferr := c.w.UnlockFlush(); err == nil {
+			err = ferr
+		}
 		if err != nil {
 			return err
 		}
@@ -232,9 +234,9 @@ func (c *conn) startFrames(st *stream, final bool) bool {
 func (w *responseWriter) sendTrailers(tr []hpack.HeaderField) error {
 	st := w.st
 	c := st.c
-	c.wmu.Lock()
+	c.w.Lock()
 	if !c.startFrames(st, true) {
-		c.wmu.Unlock()
+		c.w.Unlock() // nothing written
 		return errStreamClosed
 	}
 	c.hbuf.Reset()
@@ -242,7 +244,9 @@ func (w *responseWriter) sendTrailers(tr []hpack.HeaderField) error {
 		_ = c.henc.WriteField(f)
 	}
 	err := c.writeBlockLocked(st.id, c.hbuf.Bytes(), true)
-	c.wmu.Unlock()
+	if ferr := c.w.UnlockFlush(); err == nil {
+		err = ferr
+	}
 	if err != nil {
 		return err
 	}

@@ -331,11 +331,11 @@ func (b *requestBody) Close() error {
 }
 
 func (c *conn) writeContinue(id uint32) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.w.Lock()
 	c.hbuf.Reset()
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
 	_ = c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
+	_ = c.w.UnlockFlush()
 }
 
 // reserve waits until up to want bytes may be sent on st and takes them
