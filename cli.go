@@ -42,6 +42,9 @@ type runEnv struct {
 	stderr io.Writer
 	getenv func(string) string
 	logger *slog.Logger
+	// setProcs sets the scheduler's processor count (runtime.GOMAXPROCS in
+	// the real process; nil in tests, which share one process).
+	setProcs func(int)
 }
 
 // command is one subcommand, e.g. "ca init".

@@ -74,6 +74,9 @@ type agentConfig struct {
 	requestTimeout   time.Duration
 	appProtocol      string // proxy.AppHTTP1 or proxy.AppH2C
 	maxHeaderBytes   int
+	// cpus is the Go scheduler's processor count (GOMAXPROCS) to set; 0
+	// leaves the runtime's (all CPUs, or the GOMAXPROCS variable).
+	cpus int
 }
 
 // maxSocketPath is the longest unix socket path the kernel accepts.
@@ -117,6 +120,11 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 15*time.Second, "per-request timeout")
 	fs.StringVar(&c.appProtocol, "app-protocol", proxy.AppHTTP1, "how inbound talks to --app: http1 (keep-alive pool) or h2c (for gRPC apps)")
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "largest request header block accepted on inbound and outbound (431 beyond)")
+	defaultCPUs := 0
+	if name == "agent" {
+		defaultCPUs = 1
+	}
+	fs.IntVar(&c.cpus, "cpus", defaultCPUs, "processors the agent's Go scheduler runs on (GOMAXPROCS); 0: all. A sidecar defaults to 1, as Linkerd's proxy: it should not compete with its app for the CPUs, and one processor serves it with less scheduling overhead")
 	for _, add := range extraFlags {
 		add(fs)
 	}
@@ -125,6 +133,14 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	}
 	c.routes, c.peers = routes, nil
 	n := fs.Name()
+	if c.cpus < 0 || c.cpus > 1024 {
+		return nil, usagef("%s: --cpus %d out of range (0..1024; 0 uses all)", n, c.cpus)
+	}
+	cpusGiven := false
+	fs.Visit(func(f *flag.Flag) { cpusGiven = cpusGiven || f.Name == "cpus" })
+	if !cpusGiven && env.getenv("GOMAXPROCS") != "" {
+		c.cpus = 0 // the runtime already follows GOMAXPROCS
+	}
 	if c.decisionCacheTTL <= 0 {
 		return nil, usagef("%s: --decision-cache-ttl %s: want a positive duration", n, c.decisionCacheTTL)
 	}
@@ -333,6 +349,9 @@ type agentPart interface {
 // from the data plane (its listeners are bound, so a bad address still
 // fails at start).
 func runAgent(ctx context.Context, env *runEnv, cfg *agentConfig, extra func(*dataPlane, prometheus.Registerer) (agentPart, error)) error {
+	if cfg.cpus > 0 && env.setProcs != nil {
+		env.setProcs(cfg.cpus)
+	}
 	log := env.logger
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -52,6 +52,8 @@ func TestAgentBadFlags(t *testing.T) {
 		{name: "route with escape", args: with("--route", "/a%2Fb"), wantErr: `--route "/a%2Fb": invalid route`},
 		{name: "bad app protocol", args: with("--app-protocol", "h3"), wantErr: `--app-protocol "h3": want http1 or h2c`},
 		{name: "tiny max header bytes", args: with("--max-header-bytes", "10"), wantErr: "--max-header-bytes 10 out of range"},
+		{name: "negative cpus", args: with("--cpus", "-1"), wantErr: "--cpus -1 out of range (0..1024; 0 uses all)"},
+		{name: "cpus not a number", args: with("--cpus", "two"), wantErr: `invalid value "two" for flag -cpus`},
 		{name: "negative decision cache", args: with("--decision-cache", "-1"), wantErr: "--decision-cache -1: want 0 (off) or a positive size"},
 		{name: "zero decision cache TTL", args: with("--decision-cache-ttl", "0s"), wantErr: "--decision-cache-ttl 0s: want a positive duration"},
 		{name: "weight too high", args: with("--weight", "1001"), wantErr: "--weight 1001 out of range (1..1000)"},
@@ -93,6 +95,41 @@ func TestAgentBadFlags(t *testing.T) {
 			}
 			if !strings.Contains(errb.String(), tc.wantErr) {
 				t.Fatalf("stderr = %q, want it to contain %q", errb, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestAgentCPUs: an agent (a sidecar) runs on one scheduler processor
+// unless --cpus (or MESHGUARD_CPUS) says otherwise; a GOMAXPROCS variable
+// is respected when --cpus is not given; the edge keeps the runtime's
+// default.
+func TestAgentCPUs(t *testing.T) {
+	base := []string{"--ca", "https://ca:8443", "--ca-fingerprint", strings.Repeat("ab", 32), "--token", "t", "--service", "web"}
+	tests := []struct {
+		name string
+		cmd  string
+		args []string
+		vars map[string]string
+		want int
+	}{
+		{name: "agent default", cmd: "agent", want: 1},
+		{name: "agent flag", cmd: "agent", args: []string{"--cpus", "4"}, want: 4},
+		{name: "agent all", cmd: "agent", args: []string{"--cpus", "0"}, want: 0},
+		{name: "agent env", cmd: "agent", vars: map[string]string{"MESHGUARD_CPUS": "3"}, want: 3},
+		{name: "GOMAXPROCS respected", cmd: "agent", vars: map[string]string{"GOMAXPROCS": "2"}, want: 0},
+		{name: "flag wins over GOMAXPROCS", cmd: "agent", args: []string{"--cpus", "2"}, vars: map[string]string{"GOMAXPROCS": "8"}, want: 2},
+		{name: "edge default", cmd: "edge", want: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env, _, _ := testEnv(tc.vars)
+			c, err := parseAgentConfig(tc.cmd, env, append(append([]string{}, base...), tc.args...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.cpus != tc.want {
+				t.Fatalf("cpus = %d, want %d", c.cpus, tc.want)
 			}
 		})
 	}

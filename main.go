@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 )
@@ -19,10 +20,11 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], &runEnv{
-		stdout: os.Stdout,
-		stderr: os.Stderr,
-		getenv: os.Getenv,
-		logger: slog.New(slog.NewJSONHandler(os.Stderr, nil)),
+		stdout:   os.Stdout,
+		stderr:   os.Stderr,
+		getenv:   os.Getenv,
+		logger:   slog.New(slog.NewJSONHandler(os.Stderr, nil)),
+		setProcs: func(n int) { runtime.GOMAXPROCS(n) },
 	})
 	stop()
 	os.Exit(code)
