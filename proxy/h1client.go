@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/textproto"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -270,7 +271,7 @@ func (cl *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, 
 	startRead := c.nread
 	if body == nil {
 		ex.pending.Store(1)
-		err := req.Write(c.bw)
+		err := writeBodiless(c.bw, req)
 		if err == nil {
 			err = c.bw.Flush()
 		}
@@ -312,6 +313,59 @@ func (cl *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, 
 	}
 	resp.Body = &h1Body{ex: ex, rc: resp.Body}
 	return resp, false, nil
+}
+
+// writeBodiless writes the head of a request without a body, as
+// req.Write would (Host first, an empty User-Agent means none, the header
+// values trimmed, Content-Length: 0 for methods that expect a body) but
+// without its allocations. check has validated the header fields.
+func writeBodiless(bw *bufio.Writer, req *http.Request) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	host, err := httpguts.PunycodeHostPort(host)
+	if err != nil || !httpguts.ValidHostHeader(host) {
+		return fmt.Errorf("invalid Host %q", host)
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	if ua, ok := req.Header["User-Agent"]; !ok {
+		bw.WriteString("User-Agent: Go-http-client/1.1\r\n")
+	} else if len(ua) > 0 && ua[0] != "" {
+		bw.WriteString("User-Agent: ")
+		bw.WriteString(textproto.TrimString(ua[0]))
+		bw.WriteString("\r\n")
+	}
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	for k, vv := range req.Header {
+		switch k {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		for _, v := range vv {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(textproto.TrimString(v))
+			bw.WriteString("\r\n")
+		}
+	}
+	if req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") {
+		bw.WriteString("Connection: close\r\n")
+	}
+	_, err = bw.WriteString("\r\n")
+	return err
 }
 
 // connGone reports whether err says that the app closed or reset the

@@ -697,3 +697,59 @@ func BenchmarkH1Client(b *testing.B) {
 		}
 	}
 }
+
+// TestWriteBodiless: the allocation-free request head says what req.Write
+// says (parsed back by net/http), and refuses a bad Host.
+func TestWriteBodiless(t *testing.T) {
+	mk := func(method, target, host string, h http.Header, closeConn bool) *http.Request {
+		u, err := url.Parse(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Request{Method: method, URL: u, Host: host, Header: h, Close: closeConn}
+	}
+	tests := []struct {
+		name string
+		req  *http.Request
+	}{
+		{"plain GET", mk("GET", "http://app/users/1?x=1&y=%2F", "", http.Header{"Accept": {"*/*"}}, false)},
+		{"host from Host field", mk("GET", "http://ignored/a", "users.mesh:8080", http.Header{}, false)},
+		{"empty user agent means none", mk("HEAD", "http://app/", "", http.Header{"User-Agent": {""}}, false)},
+		{"user agent trimmed", mk("GET", "http://app/", "", http.Header{"User-Agent": {"  curl/8  "}}, false)},
+		{"POST without body", mk("POST", "http://app/p", "", http.Header{"X-A": {"1", "2"}}, false)},
+		{"close", mk("DELETE", "http://app/d", "", http.Header{"X-Forwarded-Client-Cert": {"By=spiffe://td/svc/users"}}, true)},
+		{"escaped path", mk("GET", "http://app/a%20b/%2e", "", http.Header{}, false)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			parse := func(write func(*bufio.Writer) error) *http.Request {
+				var buf bytes.Buffer
+				bw := bufio.NewWriter(&buf)
+				if err := write(bw); err != nil {
+					t.Fatal(err)
+				}
+				bw.Flush()
+				r, err := http.ReadRequest(bufio.NewReader(&buf))
+				if err != nil {
+					t.Fatalf("parse %q: %v", buf.String(), err)
+				}
+				return r
+			}
+			got := parse(func(bw *bufio.Writer) error { return writeBodiless(bw, tc.req) })
+			want := parse(func(bw *bufio.Writer) error { return tc.req.Write(bw) })
+			if got.Method != want.Method || got.RequestURI != want.RequestURI || got.Host != want.Host ||
+				got.ContentLength != want.ContentLength || got.Close != want.Close {
+				t.Fatalf("got %s %s host %q len %d close %v, want %s %s host %q len %d close %v",
+					got.Method, got.RequestURI, got.Host, got.ContentLength, got.Close,
+					want.Method, want.RequestURI, want.Host, want.ContentLength, want.Close)
+			}
+			if fmt.Sprint(got.Header) != fmt.Sprint(want.Header) {
+				t.Fatalf("header = %v, want %v", got.Header, want.Header)
+			}
+		})
+	}
+	bad := mk("GET", "http://app/", "a b", http.Header{}, false)
+	if err := writeBodiless(bufio.NewWriter(io.Discard), bad); err == nil {
+		t.Fatal("a Host with a space was written")
+	}
+}

@@ -171,7 +171,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	// TLS is terminated by the listener: net/http gets the HTTP/1.1
 	// connections, h2server the ones that negotiated h2.
 	in.srv.Protocols.SetHTTP1(true)
-	in.h2, err = newH2Server(in, true, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, in.connContext, in.log)
+	in.h2, err = newH2Server(in, true, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, cfg.RequestTimeout, in.connContext, in.log)
 	if err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("new inbound: %w", err)
@@ -353,7 +353,8 @@ func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) (peerService st
 			Protocol: r.Proto,
 		},
 	}
-	if in.cfg.RequestTimeout > 0 {
+	if _, set := r.Context().Deadline(); !set && in.cfg.RequestTimeout > 0 {
+		// (HTTP/2 requests have it already: see newH2Server.)
 		ctx, cancel := context.WithTimeout(r.Context(), in.cfg.RequestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)

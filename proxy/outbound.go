@@ -152,7 +152,7 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 	// "Upgrade: h2c" dance, and the handler strips Upgrade anyway.
 	o.srv.Protocols.SetHTTP1(true)
 	var err error
-	o.h2s, err = newH2Server(o, true, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, nil, o.log)
+	o.h2s, err = newH2Server(o, true, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, cfg.RequestTimeout, nil, o.log)
 	if err != nil {
 		o.cancel()
 		_ = ln.Close()
@@ -389,7 +389,8 @@ func (o *Outbound) serve(w http.ResponseWriter, r *http.Request) string {
 	// The service travels to RoundTrip in the URL; the Host header the app
 	// sent goes to the peer unchanged.
 	r.URL.Host = svc
-	if o.cfg.RequestTimeout > 0 {
+	if _, set := r.Context().Deadline(); !set && o.cfg.RequestTimeout > 0 {
+		// (HTTP/2 requests have it already: see newH2Server.)
 		ctx, cancel := context.WithTimeout(r.Context(), o.cfg.RequestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)

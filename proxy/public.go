@@ -82,7 +82,7 @@ func NewPublic(cfg PublicConfig) (*Public, error) {
 	}
 	p.srv.Protocols.SetHTTP1(true)
 	var err error
-	p.h2, err = newH2Server(cfg.Handler, false, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, connContext, p.log)
+	p.h2, err = newH2Server(cfg.Handler, false, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, 0, connContext, p.log)
 	if err != nil {
 		return nil, fmt.Errorf("new public listener: %w", err)
 	}
@@ -123,7 +123,7 @@ func (p *Public) Run(ctx context.Context) error {
 // newH2Server is the HTTP/2 side of a listener. Mesh listeners get
 // meshguard's large windows; a public one gets net/http's (1 MiB per
 // connection): outside clients should not park 16 MiB each in the edge.
-func newH2Server(h http.Handler, mesh bool, streams, maxHeader int, idle, preface time.Duration, connContext func(context.Context, net.Conn) context.Context, log *slog.Logger) (*h2server.Server, error) {
+func newH2Server(h http.Handler, mesh bool, streams, maxHeader int, idle, preface, requestTimeout time.Duration, connContext func(context.Context, net.Conn) context.Context, log *slog.Logger) (*h2server.Server, error) {
 	frame, streamWin, connWin := uint32(h2MaxFrame), int32(h2StreamWindow), int32(h2ConnWindow)
 	if !mesh {
 		frame, streamWin, connWin = 16<<10, 1<<20, 1<<20
@@ -137,6 +137,7 @@ func newH2Server(h http.Handler, mesh bool, streams, maxHeader int, idle, prefac
 		ConnWindow:           connWin,
 		IdleTimeout:          idle,
 		PrefaceTimeout:       preface,
+		RequestTimeout:       requestTimeout,
 		ConnContext:          connContext,
 		Logger:               log,
 	})

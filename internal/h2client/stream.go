@@ -481,12 +481,21 @@ func (c *Conn) newResponse(st *stream, f *http2.MetaHeadersFrame) (*http.Respons
 	}
 	regular := f.RegularFields()
 	h := make(http.Header, len(regular))
-	for _, hf := range regular {
+	// One backing array for the values (as net/textproto does): a key's
+	// first value takes a one-element slice of it, later ones append
+	// (which copies out only for repeated keys).
+	vals := make([]string, len(regular))
+	for i, hf := range regular {
 		k := c.canonical(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv[:len(vv):len(vv)], hf.Value)
+			continue
+		}
+		vals[i] = hf.Value
+		h[k] = vals[i : i+1 : i+1]
 	}
 	resp := &http.Response{
-		Status:        status + " " + http.StatusText(code),
+		Status:        statusLine(status, code),
 		StatusCode:    code,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
@@ -518,6 +527,23 @@ func (c *Conn) newResponse(st *stream, f *http2.MetaHeadersFrame) (*http.Respons
 		resp.Body = body{st}
 	}
 	return resp, nil
+}
+
+// statusLine is Response.Status, without an allocation for common codes.
+func statusLine(status string, code int) string {
+	switch code {
+	case 200:
+		return "200 OK"
+	case 204:
+		return "204 No Content"
+	case 304:
+		return "304 Not Modified"
+	case 403:
+		return "403 Forbidden"
+	case 404:
+		return "404 Not Found"
+	}
+	return status + " " + http.StatusText(code)
 }
 
 func splitComma(v string) []string {

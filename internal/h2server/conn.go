@@ -278,7 +278,13 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st.handler = handler
-	ctx, cancel := context.WithCancel(c.streamBase)
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if t := c.s.cfg.RequestTimeout; t > 0 {
+		ctx, cancel = context.WithTimeout(c.streamBase, t)
+	} else {
+		ctx, cancel = context.WithCancel(c.streamBase)
+	}
 	st.ctx, st.cancel = ctx, cancel
 	st.req = st.req.WithContext(ctx)
 	st.rw.st = st

@@ -44,6 +44,10 @@ type Config struct {
 	// much request body a client may send ahead per stream and per connection.
 	StreamWindow int32
 	ConnWindow   int32
+	// RequestTimeout, when positive, is the deadline of every request's
+	// context (one context per stream, where a handler's own WithTimeout
+	// would add a second).
+	RequestTimeout time.Duration
 	// IdleTimeout closes (GOAWAY) a connection that had no open stream for this long.
 	IdleTimeout time.Duration
 	// PrefaceTimeout bounds the wait for the client preface and its SETTINGS.

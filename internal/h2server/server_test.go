@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -1007,5 +1008,38 @@ func TestCloseEndsServeConn(t *testing.T) {
 		}
 	case <-deadline():
 		t.Fatal("client not told")
+	}
+}
+
+// TestRequestTimeout: with Config.RequestTimeout every request's context
+// carries that deadline and ends with DeadlineExceeded; without it there
+// is no deadline.
+func TestRequestTimeout(t *testing.T) {
+	for _, timeout := range []time.Duration{0, 50 * time.Millisecond} {
+		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
+			ts := newTestServer(t, Config{RequestTimeout: timeout, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				dl, ok := r.Context().Deadline()
+				switch {
+				case timeout == 0 && ok:
+					w.WriteHeader(500)
+				case timeout == 0:
+					w.WriteHeader(204)
+				case !ok || time.Until(dl) > timeout:
+					w.WriteHeader(500)
+				default:
+					<-r.Context().Done()
+					if errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+						w.WriteHeader(204)
+					} else {
+						w.WriteHeader(500)
+					}
+				}
+			})})
+			rc := newRaw(t, ts)
+			rc.request(1, "GET", "/", true)
+			if r := rc.readResponse(1); r.status != "204" {
+				t.Fatalf("status %s, want 204", r.status)
+			}
+		})
 	}
 }
