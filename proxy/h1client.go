@@ -383,7 +383,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (cl *h1Client) readResponse(c *h1Conn, req *http.Request) (*http.Response, error) {
 	for n1xx := 0; ; n1xx++ {
 		c.limit = cl.maxHeader
-		resp, err := http.ReadResponse(c.br, req)
+		resp, fast, err := fastResponse(c.br, req, int(cl.maxHeader))
+		if !fast && err == nil {
+			resp, err = http.ReadResponse(c.br, req)
+		}
 		c.limit = math.MaxInt64
 		if err != nil {
 			if errors.Is(err, errResponseHeaderTooLarge) {
