@@ -35,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/h2meta"
 	"github.com/meshguard/meshguard/internal/h2write"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -98,7 +99,8 @@ type Conn struct {
 	nc  net.Conn
 	cfg Config
 	br  *bufio.Reader
-	fr  *http2.Framer // read side (readLoop only)
+	fr  *http2.Framer  // read side (readLoop only)
+	hr  *h2meta.Reader // fr's frames with header blocks decoded
 
 	names map[string]string // wire name → canonical key (readLoop only)
 
@@ -172,9 +174,8 @@ func New(nc net.Conn, cfg Config) (*Conn, error) {
 	}
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetMaxReadFrameSize(cfg.MaxReadFrameSize)
-	c.fr.MaxHeaderListSize = uint32(cfg.MaxHeaderBytes)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.SetReuseFrames()
+	c.hr = h2meta.New(c.fr, uint32(cfg.MaxHeaderBytes))
 	c.w = h2write.New(nc)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.maxFrame.Store(16384)

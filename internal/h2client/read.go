@@ -51,7 +51,7 @@ func (c *Conn) readLoop() {
 func (c *Conn) readFrames() error {
 	first := true
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := c.hr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {

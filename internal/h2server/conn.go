@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/h2meta"
 	"github.com/meshguard/meshguard/internal/h2write"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -26,7 +27,8 @@ type conn struct {
 	s      *Server
 	nc     net.Conn
 	br     *bufio.Reader
-	fr     *http2.Framer // read side only (reader goroutine)
+	fr     *http2.Framer  // read side only (reader goroutine)
+	hr     *h2meta.Reader // fr's frames with header blocks decoded
 	remote string
 	ctx    context.Context
 	// streamBase is ctx without its cancellation, the parent of request
@@ -81,9 +83,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetMaxReadFrameSize(s.cfg.MaxReadFrameSize)
-	c.fr.MaxHeaderListSize = uint32(s.cfg.MaxHeaderBytes)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.SetReuseFrames()
+	c.hr = h2meta.New(c.fr, uint32(s.cfg.MaxHeaderBytes))
 	c.w = h2write.New(nc)
 	c.wfr = c.w.Framer
 	c.henc = hpack.NewEncoder(&c.hbuf)
@@ -158,7 +159,7 @@ func (c *conn) run() error {
 	c.armIdleLocked()
 	c.mu.Unlock()
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := c.hr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			switch {
