@@ -20,11 +20,12 @@
 // growing ejection time, retries of idempotent requests that were never
 // sent, within a Linkerd-style retry budget; per-request timeout.
 //
-// The pool uses golang.org/x/net/http2's per-connection ClientConn (not
-// net/http's Transport): draining on rotation needs its graceful Shutdown,
-// SetDoNotReuse and State, which net/http's ClientConn lacks. Concurrency
-// per endpoint is capped by the pool's own semaphore rather than
-// StrictMaxConcurrentStreams (golang/go#70809). Connections are renewed
+// The pool's connections are internal/h2client Conns (not net/http's
+// Transport): draining on rotation needs a graceful Shutdown,
+// SetDoNotReuse and State, which net/http lacks, and x/net's ClientConn,
+// which has them, costs a goroutine and a syscall per request. Concurrency
+// per endpoint is capped by the pool's own semaphore; the server's stream
+// limit is only a ceiling (x/net's strict mode can deadlock, golang/go#70809). Connections are renewed
 // before the SVIDs they were opened with expire, and drained when the bundle
 // no longer verifies their peer; in-flight requests finish.
 //
@@ -32,7 +33,8 @@
 // one does the TLS handshake, the outbound and public ones peek at the first
 // bytes; HTTP/2 (ALPN h2, or the h2c preface) goes to internal/h2server,
 // HTTP/1.1 to net/http's server. h2server replaces net/http's HTTP/2 server
-// for speed (no serve-loop round trip per handler write) and keeps its
+// for speed (no serve-loop round trip per handler write; the frames of
+// concurrent streams share syscalls through internal/h2write) and keeps its
 // protections: the rapid-reset bound (ENHANCE_YOUR_CALM), the CONTINUATION
 // cutoff, header-list limit (431), connection-specific headers refused.
 // Public (NewPublic) is the same connection handling for outside clients
