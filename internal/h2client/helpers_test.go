@@ -223,7 +223,7 @@ func forEachBackend(t *testing.T, test func(t *testing.T, start func(t *testing.
 	}
 }
 
-// get returns a request for path on the test server.
+// newReq returns a request for path on the test server.
 func newReq(t *testing.T, ctx context.Context, method, path string, body io.Reader) *http.Request {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, "https://127.0.0.1"+path, body)

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// blockingHandler answers /block only once release fires, after a first
+// blocker's handler answers /block only once release fires, after a first
 // "part" when early is set.
 type blocker struct {
 	entered, release *signal
@@ -36,12 +36,13 @@ func (bl *blocker) handler() http.Handler {
 	})
 }
 
-// inflight starts a GET of /block and returns where its result arrives.
+// result is how a request ended: its body or its error.
 type result struct {
 	body string
 	err  error
 }
 
+// inflight starts a GET of /block and returns where its result arrives.
 func inflight(t *testing.T, c *Conn) <-chan result {
 	t.Helper()
 	ch := make(chan result, 1)
