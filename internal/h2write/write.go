@@ -160,6 +160,9 @@ func (w *Writer) flushLocked() {
 		}
 		out := w.buf
 		w.buf = w.spare[:0]
+		// buf owns the spare array now: it must not be reused for
+		// another buf while out is being written.
+		w.spare = nil
 		w.cond.Broadcast() // room for those waiting in UnlockFlush
 		w.mu.Unlock()
 		_, err := w.nc.Write(out)
@@ -167,7 +170,7 @@ func (w *Writer) flushLocked() {
 		if cap(out) <= 4*MaxPending {
 			w.spare = out[:0]
 		}
-		if err != nil {
+		if err != nil && w.err == nil {
 			w.err = err
 		}
 	}
