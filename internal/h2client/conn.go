@@ -215,7 +215,8 @@ func (c *Conn) writePrefaceLocked() error {
 }
 
 // Reserve reserves a stream for a request about to be sent with
-// RoundTrip, and reports false when the connection cannot take one (it is
+// RoundTrip (which takes one reservation if there is any, whoever made
+// it, as x/net's ReserveNewRequest does), and reports false when the connection cannot take one (it is
 // closing, or all the streams the server allows are in use).
 func (c *Conn) Reserve() bool {
 	c.mu.Lock()

@@ -472,6 +472,32 @@ func TestHostileServer(t *testing.T) {
 			ok: "200 OK:hello", then: usable,
 		},
 		{
+			name: "DATA longer than content-length",
+			script: func(f *fake, id uint32) {
+				f.headers(id, false, ":status", "200", "content-length", "2")
+				f.check(f.fr.WriteData(id, false, []byte("abc")))
+				f.expectReset(id, http2.ErrCodeProtocol)
+			},
+			then: usable,
+		},
+		{
+			name: "DATA shorter than content-length",
+			script: func(f *fake, id uint32) {
+				f.headers(id, false, ":status", "200", "content-length", "5")
+				f.check(f.fr.WriteData(id, true, []byte("ab")))
+			},
+			then: usable,
+		},
+		{
+			name: "trailers before the content-length is complete",
+			script: func(f *fake, id uint32) {
+				f.headers(id, false, ":status", "200", "content-length", "5")
+				f.check(f.fr.WriteData(id, false, []byte("ab")))
+				f.headers(id, true, "x-t", "1")
+			},
+			then: usable,
+		},
+		{
 			name: "padded DATA",
 			script: func(f *fake, id uint32) {
 				f.headers(id, false, ":status", "200")
@@ -659,5 +685,60 @@ func TestSendFlowControl(t *testing.T) {
 	f.headers(id, true, ":status", "204")
 	if r := recv(t, res); r.err != nil || r.body != "204 No Content" {
 		t.Fatalf("%q, %v", r.body, r.err)
+	}
+}
+
+// TestRequestBodyLength: a request body longer or shorter than its
+// ContentLength does not go out as a complete request: the server gets
+// no more DATA than declared and a RST_STREAM CANCEL instead of
+// END_STREAM.
+func TestRequestBodyLength(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body string
+		cl   int64
+	}{{"long", "abcdefghijkl", 5}, {"short", "abc", 10}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, c := newFake(t, Config{})
+			f.settings()
+			req := newReq(t, context.Background(), "POST", "/b", strings.NewReader(tc.body))
+			req.ContentLength = tc.cl
+			errc := make(chan error, 1)
+			go func() {
+				resp, err := c.RoundTrip(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				errc <- err
+			}()
+			id := f.request()
+			sent := 0
+			for {
+				ev, ok := f.next()
+				if !ok {
+					t.Fatal("connection ended")
+				}
+				if ev.id != id {
+					continue
+				}
+				if ev.typ == http2.FrameData {
+					sent += len(ev.data)
+					if ev.flags&http2.FlagDataEndStream != 0 {
+						t.Fatalf("END_STREAM after %d bytes with content-length %d", sent, tc.cl)
+					}
+					continue
+				}
+				if ev.typ != http2.FrameRSTStream || ev.code != http2.ErrCodeCancel {
+					t.Fatalf("got %v %v, want RST_STREAM CANCEL", ev.typ, ev.code)
+				}
+				break
+			}
+			if int64(sent) > tc.cl {
+				t.Fatalf("%d body bytes sent, content-length %d", sent, tc.cl)
+			}
+			if err := <-errc; err == nil {
+				t.Fatal("RoundTrip succeeded")
+			}
+		})
 	}
 }

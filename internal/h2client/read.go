@@ -3,6 +3,7 @@ package h2client
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -208,6 +209,15 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			k := c.canonical(hf.Name)
 			tr[k] = append(tr[k], hf.Value)
 		}
+		if st.bodyLeft > 0 {
+			st.reset = true // over: no reset to send
+			st.failLocked(fmt.Errorf("h2client: response body shorter than content-length %d", st.resp.ContentLength))
+			credit := st.discardLocked()
+			c.removeLocked(st)
+			c.mu.Unlock()
+			c.creditConn(credit)
+			return nil
+		}
 		st.trailer = tr
 		c.endRemoteLocked(st)
 		c.mu.Unlock()
@@ -231,6 +241,10 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st.resp = resp
+	st.bodyLeft = resp.ContentLength
+	if st.req.Method == http.MethodHead {
+		st.bodyLeft = -1
+	}
 	st.signalLocked()
 	if f.StreamEnded() {
 		c.endRemoteLocked(st)
@@ -294,6 +308,28 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	st.recvWin -= flow
+	if st.bodyLeft >= 0 {
+		// The body must match the response's content-length (RFC 9113
+		// §8.1.1): a proxy must not pass on a short or long body as whole.
+		st.bodyLeft -= int64(len(data))
+		if st.bodyLeft < 0 || (f.StreamEnded() && st.bodyLeft > 0) {
+			err := fmt.Errorf("h2client: response body does not match content-length %d", st.resp.ContentLength)
+			if f.StreamEnded() {
+				// The stream is over: fail it without a reset.
+				st.reset = true
+				st.failLocked(err)
+				credit := st.discardLocked()
+				c.connUnacked += flow
+				c.removeLocked(st)
+				c.mu.Unlock()
+				c.creditConn(credit)
+				return nil
+			}
+			c.mu.Unlock()
+			c.resetFromServer(id, http2.ErrCodeProtocol, err)
+			return nil
+		}
+	}
 	st.buf = append(st.buf, data...)
 	if pad := flow - int64(len(data)); pad > 0 {
 		// Padding is consumed at once.
@@ -384,4 +420,15 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	_ = c.w.Framer.WriteSettingsAck()
 	c.w.UnlockKick()
 	return nil
+}
+
+// creditConn returns connection window from the reader goroutine (never
+// blocking on the socket).
+func (c *Conn) creditConn(n int64) {
+	if n <= 0 {
+		return
+	}
+	c.w.Lock()
+	_ = c.w.Framer.WriteWindowUpdate(0, uint32(n))
+	c.w.UnlockKick()
 }

@@ -30,6 +30,7 @@ type stream struct {
 	err        error
 	buf        []byte // received, unread body bytes: buf[off:]
 	off        int
+	bodyLeft   int64       // response body bytes still due by content-length; -1: unknown
 	eof        bool        // END_STREAM received
 	trailer    http.Header // received trailers, copied to resp.Trailer at EOF
 	localDone  bool        // END_STREAM sent
@@ -343,9 +344,16 @@ func (st *stream) sendBody(hasBody bool) {
 		bp := bodyBufs.Get().(*[]byte)
 		defer bodyBufs.Put(bp)
 		buf := *bp
+		var sent int64
 		for {
 			n, rerr := req.Body.Read(buf)
 			data := buf[:n]
+			sent += int64(n)
+			if req.ContentLength > 0 && (sent > req.ContentLength || (rerr == io.EOF && sent < req.ContentLength)) {
+				// What went out would not match the content-length sent.
+				st.abort(fmt.Errorf("h2client: request body of %d bytes or more, content-length %d", sent, req.ContentLength))
+				return
+			}
 			for len(data) > 0 {
 				k, err := st.reserve(len(data))
 				if err != nil {
@@ -522,7 +530,9 @@ func (c *Conn) newResponse(st *stream, f *http2.MetaHeadersFrame) (*http.Respons
 	}
 	if f.StreamEnded() {
 		resp.Body = http.NoBody
-		resp.ContentLength = 0
+		if st.req.Method != http.MethodHead {
+			resp.ContentLength = 0 // a HEAD response keeps the length it announced
+		}
 	} else {
 		resp.Body = body{st}
 	}
