@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -122,9 +123,9 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "largest request header block accepted on inbound and outbound (431 beyond)")
 	defaultCPUs := 0
 	if name == "agent" {
-		defaultCPUs = 1
+		defaultCPUs = min(2, runtime.NumCPU())
 	}
-	fs.IntVar(&c.cpus, "cpus", defaultCPUs, "processors the agent's Go scheduler runs on (GOMAXPROCS); 0: all. A sidecar defaults to 1, as Linkerd's proxy: it should not compete with its app for the CPUs, and one processor serves it with less scheduling overhead")
+	fs.IntVar(&c.cpus, "cpus", defaultCPUs, "processors the agent's Go scheduler runs on (GOMAXPROCS); 0: all. A sidecar defaults to 2 (as Istio's sidecar concurrency): it should not compete with its app for every CPU; 1 costs less CPU per request at low load but lets one slow syscall stall the agent for milliseconds")
 	for _, add := range extraFlags {
 		add(fs)
 	}

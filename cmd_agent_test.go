@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -100,8 +101,8 @@ func TestAgentBadFlags(t *testing.T) {
 	}
 }
 
-// TestAgentCPUs: an agent (a sidecar) runs on one scheduler processor
-// unless --cpus (or MESHGUARD_CPUS) says otherwise; a GOMAXPROCS variable
+// TestAgentCPUs: an agent (a sidecar) runs on at most two scheduler
+// processors unless --cpus (or MESHGUARD_CPUS) says otherwise; a GOMAXPROCS variable
 // is respected when --cpus is not given; the edge keeps the runtime's
 // default.
 func TestAgentCPUs(t *testing.T) {
@@ -113,7 +114,7 @@ func TestAgentCPUs(t *testing.T) {
 		vars map[string]string
 		want int
 	}{
-		{name: "agent default", cmd: "agent", want: 1},
+		{name: "agent default", cmd: "agent", want: min(2, runtime.NumCPU())},
 		{name: "agent flag", cmd: "agent", args: []string{"--cpus", "4"}, want: 4},
 		{name: "agent all", cmd: "agent", args: []string{"--cpus", "0"}, want: 0},
 		{name: "agent env", cmd: "agent", vars: map[string]string{"MESHGUARD_CPUS": "3"}, want: 3},
