@@ -79,7 +79,7 @@ func cmdEdge(ctx context.Context, env *runEnv, args []string) error {
 	if err != nil {
 		return usagef("edge: --listen %s: %v", ef.listen, err)
 	}
-	part := &edgeListener{ln: ln, certs: certs, flags: &ef, exposure: exposure, def: def, log: env.logger}
+	part := &edgeListener{ln: ln, certs: certs, flags: &ef, exposure: exposure, def: def, requestTimeout: cfg.requestTimeout, log: env.logger}
 	err = runAgent(ctx, env, cfg, func(dp *dataPlane, reg prometheus.Registerer) (agentPart, error) {
 		m, err := edge.NewMetrics(reg)
 		if err != nil {
@@ -101,7 +101,10 @@ type edgeListener struct {
 	def      *edge.Limiter
 	dp       *dataPlane
 	metrics  *edge.Metrics
-	log      *slog.Logger
+	// requestTimeout is the agent's --request-timeout, also the deadline
+	// of the public HTTP/2 requests (the outbound path then adds none).
+	requestTimeout time.Duration
+	log            *slog.Logger
 }
 
 // Run serves outside clients once the agent's outbound path exists, until
@@ -126,6 +129,7 @@ func (e *edgeListener) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ShutdownTimeout:   10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		RequestTimeout:    e.requestTimeout,
 		Logger:            e.log,
 	}
 	if e.certs != nil {

@@ -25,7 +25,10 @@ type PublicConfig struct {
 	ReadTimeout          time.Duration // HTTP/1.1 whole-request read deadline; 0 = none
 	IdleTimeout          time.Duration
 	ShutdownTimeout      time.Duration
-	Logger               *slog.Logger
+	// RequestTimeout, when positive, is the deadline of every HTTP/2
+	// request's context (Outbound then adds no timeout of its own).
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Public serves outside clients with the same connection handling as the
@@ -82,7 +85,7 @@ func NewPublic(cfg PublicConfig) (*Public, error) {
 	}
 	p.srv.Protocols.SetHTTP1(true)
 	var err error
-	p.h2, err = newH2Server(cfg.Handler, false, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, 0, connContext, p.log)
+	p.h2, err = newH2Server(cfg.Handler, false, cfg.MaxConcurrentStreams, cfg.MaxHeaderBytes, cfg.IdleTimeout, cfg.ReadHeaderTimeout, cfg.RequestTimeout, connContext, p.log)
 	if err != nil {
 		return nil, fmt.Errorf("new public listener: %w", err)
 	}

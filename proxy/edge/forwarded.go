@@ -58,31 +58,49 @@ func AppendForwarded(h http.Header, remoteAddr, proto, host string) {
 	if err != nil {
 		ip, port = remoteAddr, ""
 	}
-	if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
-		h.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
+	vals := make([]string, 3) // one array for the three headers' values
+	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+		vals[0] = strings.Join(prior, ", ") + ", " + ip
 	} else {
-		h.Set("X-Forwarded-For", ip)
+		vals[0] = ip
 	}
-	node := ip
-	if strings.Contains(ip, ":") { // IPv6 goes in brackets, and then must be quoted
-		node = "[" + ip + "]"
+	// The Forwarded element, built in one buffer.
+	b := make([]byte, 0, 64+len(ip)+len(host))
+	b = append(b, "for="...)
+	v6 := strings.Contains(ip, ":") // IPv6 goes in brackets, and then must be quoted
+	quoted := v6 || port != ""
+	if quoted {
+		b = append(b, '"')
+	}
+	if v6 {
+		b = append(b, '[')
+	}
+	b = append(b, ip...)
+	if v6 {
+		b = append(b, ']')
 	}
 	if port != "" {
-		node += ":" + port
+		b = append(b, ':')
+		b = append(b, port...)
 	}
-	if strings.ContainsAny(node, ":[]") {
-		node = `"` + node + `"`
+	if quoted {
+		b = append(b, '"')
 	}
-	elem := "for=" + node + ";proto=" + proto
+	b = append(b, ";proto="...)
+	b = append(b, proto...)
 	if host != "" && validToken(host) {
-		elem += ";host=" + quoteIfNeeded(host)
+		b = append(b, ";host="...)
+		b = append(b, quoteIfNeeded(host)...)
 	}
-	if prior := h.Values("Forwarded"); len(prior) > 0 {
-		h.Set("Forwarded", strings.Join(prior, ", ")+", "+elem)
+	if prior := h["Forwarded"]; len(prior) > 0 {
+		vals[1] = strings.Join(prior, ", ") + ", " + string(b)
 	} else {
-		h.Set("Forwarded", elem)
+		vals[1] = string(b)
 	}
-	h.Set("X-Forwarded-Proto", proto)
+	vals[2] = proto
+	h["X-Forwarded-For"] = vals[0:1:1]
+	h["Forwarded"] = vals[1:2:2]
+	h["X-Forwarded-Proto"] = vals[2:3:3]
 }
 
 // validToken refuses hosts with characters that could break the header.
