@@ -43,12 +43,13 @@ func (c *Conn) readLoop() {
 	c.mu.Lock()
 	goAway, last := c.goAway, c.goAwayLast
 	c.mu.Unlock()
-	if err == nil || (goAway && last == 0) {
-		err = errClosed
+	if goAway && last == 0 {
+		err = errClosed // the server said it was done
 	}
 	c.closeConn(fmt.Errorf("h2client: connection lost: %w", err), false)
 }
 
+// readFrames returns the error that ended the connection (never nil).
 func (c *Conn) readFrames() error {
 	first := true
 	for {
