@@ -153,24 +153,10 @@ func (c *Conn) handleFrame(f http2.Frame) error {
 func (c *Conn) resetFromServer(id uint32, code http2.ErrCode, err error) {
 	c.mu.Lock()
 	st := c.streams[id]
-	if st == nil {
-		c.mu.Unlock()
-		return
-	}
-	done := st.reset
-	st.reset = true
-	st.failLocked(err)
-	credit := st.discardLocked()
-	c.removeLocked(st)
 	c.mu.Unlock()
-	c.w.Lock()
-	if !done {
-		_ = c.w.Framer.WriteRSTStream(id, code)
+	if st != nil {
+		st.resetWith(code, err, false)
 	}
-	if credit > 0 {
-		_ = c.w.Framer.WriteWindowUpdate(0, uint32(credit))
-	}
-	c.w.UnlockKick()
 }
 
 func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/net/http2"
@@ -152,25 +154,37 @@ func (st *stream) failLocked(err error) {
 
 // cancel resets the stream (the caller gave up) and forgets it.
 func (st *stream) cancel(cause error) {
+	if cause == nil {
+		cause = context.Canceled
+	}
+	st.resetWith(http2.ErrCodeCancel, cause, true)
+}
+
+// resetWith fails the stream with err, forgets it, drops its unread body
+// and sends RST_STREAM with code unless it was reset or finished already.
+// block says whether this goroutine may write to the socket itself (not
+// the reader goroutine).
+func (st *stream) resetWith(code http2.ErrCode, err error, block bool) {
 	c := st.c
 	c.mu.Lock()
 	done := st.removed || st.reset
 	st.reset = true
-	if cause == nil {
-		cause = context.Canceled
-	}
-	st.failLocked(cause)
+	st.failLocked(err)
 	credit := st.discardLocked()
 	c.removeLocked(st)
 	c.mu.Unlock()
 	c.w.Lock()
 	if !done {
-		_ = c.w.Framer.WriteRSTStream(st.id, http2.ErrCodeCancel)
+		_ = c.w.Framer.WriteRSTStream(st.id, code)
 	}
 	if credit > 0 {
 		_ = c.w.Framer.WriteWindowUpdate(0, uint32(credit))
 	}
-	_ = c.w.UnlockFlush()
+	if block {
+		_ = c.w.UnlockFlush()
+	} else {
+		c.w.UnlockKick()
+	}
 }
 
 // discardLocked drops unread body bytes and returns the connection credit
@@ -425,24 +439,7 @@ func (st *stream) writableLocked() bool {
 }
 
 // abort resets the stream because the request body failed.
-func (st *stream) abort(err error) {
-	c := st.c
-	c.mu.Lock()
-	done := st.reset || st.removed
-	st.reset = true
-	st.failLocked(err)
-	credit := st.discardLocked()
-	c.removeLocked(st)
-	c.mu.Unlock()
-	c.w.Lock()
-	if !done {
-		_ = c.w.Framer.WriteRSTStream(st.id, http2.ErrCodeCancel)
-	}
-	if credit > 0 {
-		_ = c.w.Framer.WriteWindowUpdate(0, uint32(credit))
-	}
-	_ = c.w.UnlockFlush()
-}
+func (st *stream) abort(err error) { st.resetWith(http2.ErrCodeCancel, err, true) }
 
 // reserve waits until up to want bytes (at most one frame) may be sent on
 // st and takes them from both send windows.
@@ -558,31 +555,14 @@ func statusLine(status string, code int) string {
 
 func splitComma(v string) []string {
 	var out []string
-	for len(v) > 0 {
-		i := 0
-		for i < len(v) && v[i] != ',' {
-			i++
-		}
-		k := trimOWS(v[:i])
-		if k != "" {
+	for v != "" {
+		var k string
+		k, v, _ = strings.Cut(v, ",")
+		if k = textproto.TrimString(k); k != "" {
 			out = append(out, k)
 		}
-		if i == len(v) {
-			break
-		}
-		v = v[i+1:]
 	}
 	return out
-}
-
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // canonical returns the http.Header key for a (lowercase) wire name,
