@@ -7,6 +7,8 @@
 #   ONLY=direct,nginx bash bench/mesh.sh
 #   ONLY=direct,nginx-edge,edge bash bench/mesh.sh   # the edge comparison (issue 7)
 #   MESHGUARD_BIN=/tmp/meshguard-old ONLY=meshguard bash bench/mesh.sh  # a prebuilt binary
+#   MODES=1000rps bash bench/mesh.sh   # only the fixed-rate measurement
+#   LOGDIR=/tmp/logs bash bench/mesh.sh  # keep h2load's per-request logs there
 #
 # Paths measured (client speaks h2c to the first hop in every case):
 #   direct:    h2load -> backend (nginx, `return 200`)
@@ -24,6 +26,7 @@ set -euo pipefail
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 ONLY=${ONLY:-direct,nginx,meshguard,nginx-edge,edge}
+MODES=${MODES:-max 1000rps}
 BASE_PORT=${BASE_PORT:-19000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -125,7 +128,7 @@ results=()
 measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000 req/s run
   local name=$1 url=$2; shift 2
   local log mode
-  for mode in max 1000rps; do
+  for mode in $MODES; do
     log="$work/h2load-$name-$mode.log"
     local rate=()
     [ "$mode" = 1000rps ] && rate=(--rps 250)
@@ -156,6 +159,7 @@ measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000
     cpu_us=$(awk -v a="$(cat "$work/cpu-$name-$mode.start")" -v b="$end_ticks" -v r="$rps" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" \
       'BEGIN { if (r+0 > 0 && b > a) printf "%.1f", (b-a)/hz*1e6/(r*d); else print "-" }')
     results+=("$name $mode $rps $p50 $p99 ${failed:-0} $cpu_us")
+    if [ -n "${LOGDIR:-}" ]; then mkdir -p "$LOGDIR" && cp "$log" "$LOGDIR/"; fi
   done
 }
 
