@@ -325,36 +325,26 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 func (c *conn) startLocked(st *stream) {
 	c.running++
 	c.handlers.Add(1)
-	select {
-	case c.s.work <- st: // an idle handler goroutine took it
-	default:
-		go c.s.handlerLoop(st)
+	if w := c.s.handlers.take(); w != nil {
+		w.next <- st // capacity 1, and only take's caller sends
+		return
 	}
+	go c.s.handlerLoop(st)
 }
 
-// handlerLoop runs st's handler, then the handlers of further streams (of
-// any connection) handed to it while it is idle, and ends after
-// idleHandler without work or when the server closes. A new goroutine per
-// request would grow its stack again through the proxy's call depth every
-// time: runtime.newstack was 7-8% of the inbound agent's CPU.
+// handlerLoop runs st's handler, then the handlers of further streams
+// handed to it by the pool, until the pool retires it (see handlerPool).
 func (s *Server) handlerLoop(st *stream) {
-	t := time.NewTimer(idleHandler)
-	defer t.Stop()
-	for {
+	w := &handlerWorker{next: make(chan *stream, 1)}
+	for st != nil {
 		st.c.runHandler(st)
-		t.Reset(idleHandler)
-		select {
-		case st = <-s.work:
-		case <-t.C:
-			return
-		case <-s.stop:
-			return
-		}
+		st = s.handlers.wait(w)
 	}
 }
 
-// idleHandler is how long an idle handler goroutine waits for a stream.
-const idleHandler = 10 * time.Second
+// idleHandler is the handler pool's janitor period: a handler goroutine
+// idle for one to two periods ends.
+const idleHandler = 5 * time.Second
 
 func tooLarge(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")

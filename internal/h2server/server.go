@@ -79,7 +79,7 @@ type Server struct {
 	shutdown bool
 	idle     chan struct{} // closed and replaced when a conn ends during Shutdown
 
-	work     chan *stream  // to an idle handler goroutine (unbuffered)
+	handlers *handlerPool  // idle handler goroutines
 	stop     chan struct{} // closed by Close and by a finished Shutdown: idle handler goroutines end
 	stopOnce sync.Once
 }
@@ -131,8 +131,9 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	stop := make(chan struct{})
 	return &Server{cfg: cfg, log: log, conns: make(map[*conn]struct{}), idle: make(chan struct{}),
-		work: make(chan *stream), stop: make(chan struct{})}, nil
+		handlers: &handlerPool{every: idleHandler, stop: stop}, stop: stop}, nil
 }
 
 // ServeConn serves one connection until it ends, then closes it. The client
