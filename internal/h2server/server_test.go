@@ -560,6 +560,8 @@ func TestMalformedRequests(t *testing.T) {
 		{name: "no path", fields: []string{":method", "GET", ":scheme", "http", ":authority", "x"}},
 		{name: "no method", fields: []string{":scheme", "http", ":authority", "x", ":path", "/"}},
 		{name: "no scheme", fields: []string{":method", "GET", ":authority", "x", ":path", "/"}},
+		{name: "host differs from authority", fields: get("host", "admin.test")},
+		{name: "two hosts", fields: []string{":method", "GET", ":scheme", "http", ":path", "/", "host", "a.test", "host", "b.test"}},
 		{name: "unknown pseudo", fields: get(":foo", "bar")},
 		{name: "uppercase name", fields: get("X-Upper", "1")},
 		{name: "protocol", fields: get(":protocol", "websocket")},
@@ -1039,6 +1041,32 @@ func TestRequestTimeout(t *testing.T) {
 			rc.request(1, "GET", "/", true)
 			if r := rc.readResponse(1); r.status != "204" {
 				t.Fatalf("status %s, want 204", r.status)
+			}
+		})
+	}
+}
+
+// TestHostHeader: a Host equal to :authority (host names compare without
+// case) is accepted, and a lone Host stands in for a missing :authority.
+func TestHostHeader(t *testing.T) {
+	ts := newTestServer(t, Config{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Host)
+	})})
+	cases := []struct {
+		name   string
+		fields []string
+		want   string
+	}{
+		{"same as authority", reqFields("GET", "/", "host", "Example.TEST"), "example.test"},
+		{"host only", []string{":method", "GET", ":scheme", "http", ":path", "/", "host", "users.mesh"}, "users.mesh"},
+		{"repeated, same", []string{":method", "GET", ":scheme", "http", ":path", "/", "host", "users.mesh", "host", "USERS.mesh"}, "users.mesh"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rc := newRaw(t, ts)
+			rc.headers(1, true, c.fields...)
+			if r := rc.readResponse(1); r.status != "200" || string(r.body) != c.want {
+				t.Fatalf("got %s %q, want 200 %q", r.status, r.body, c.want)
 			}
 		})
 	}

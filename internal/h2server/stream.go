@@ -99,6 +99,13 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 			cookies = append(cookies, hf.Value)
 			continue
 		case "host":
+			// Two hosts, or a Host naming another entity than
+			// :authority (RFC 9113 §8.3.1): which one a hop or a policy
+			// reads must never be in doubt.
+			if host != "" && !strings.EqualFold(host, hf.Value) ||
+				authority != "" && !strings.EqualFold(authority, hf.Value) {
+				return http2.ErrCodeProtocol
+			}
 			if host == "" {
 				host = hf.Value
 			}
