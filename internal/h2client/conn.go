@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshguard/meshguard/internal/h2flow"
 	"net"
 	"net/http"
 	"strconv"
@@ -120,11 +121,9 @@ type Conn struct {
 	streams     map[uint32]*stream
 	reserved    int
 	maxStreams  int
-	peerInitWin int64 // the server's SETTINGS_INITIAL_WINDOW_SIZE
-	sendConnWin int64
-	connWaiters []*stream
-	recvConnWin int64 // what the server may still send on the connection
-	connUnacked int64 // connection bytes consumed, not yet returned
+	peerInitWin int64       // the server's SETTINGS_INITIAL_WINDOW_SIZE
+	send        h2flow.Send // the connection's send window
+	recv        h2flow.Recv // the connection's receive window
 	goAway      bool
 	goAwayLast  uint32
 	doNotReuse  bool
@@ -168,8 +167,8 @@ func New(nc net.Conn, cfg Config) (*Conn, error) {
 		streams:     make(map[uint32]*stream),
 		maxStreams:  initialMaxStreams,
 		peerInitWin: 65535,
-		sendConnWin: 65535,
-		recvConnWin: int64(cfg.ConnWindow),
+		send:        h2flow.NewSend(),
+		recv:        h2flow.NewRecv(int64(cfg.ConnWindow), 2),
 		readDone:    make(chan struct{}),
 	}
 	c.fr = http2.NewFramer(nil, c.br)

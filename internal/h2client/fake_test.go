@@ -385,6 +385,27 @@ func TestHostileServer(t *testing.T) {
 			then: connError, code: http2.ErrCodeProtocol,
 		},
 		{
+			name:   "connection WINDOW_UPDATE past 2^31-1",
+			script: func(f *fake, id uint32) { f.check(f.fr.WriteWindowUpdate(0, 1<<31-1)) },
+			then:   connError, code: http2.ErrCodeFlowControl,
+		},
+		{
+			name: "stream WINDOW_UPDATE past 2^31-1",
+			script: func(f *fake, id uint32) {
+				f.check(f.fr.WriteWindowUpdate(id, 1<<31-1))
+				f.expectReset(id, http2.ErrCodeFlowControl)
+			},
+			then: usable,
+		},
+		{
+			name: "SETTINGS_INITIAL_WINDOW_SIZE takes an open stream past 2^31-1",
+			script: func(f *fake, id uint32) {
+				f.check(f.fr.WriteWindowUpdate(id, 1<<31-1-65535))
+				f.settings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536})
+			},
+			then: connError, code: http2.ErrCodeFlowControl,
+		},
+		{
 			name: "status abc",
 			script: func(f *fake, id uint32) {
 				f.headers(id, true, ":status", "abc")

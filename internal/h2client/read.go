@@ -3,6 +3,7 @@ package h2client
 import (
 	"errors"
 	"fmt"
+	"github.com/meshguard/meshguard/internal/h2meta"
 	"net/http"
 	"time"
 
@@ -55,14 +56,12 @@ func (c *Conn) readFrames() error {
 	for {
 		f, err := c.hr.ReadFrame()
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				c.resetFromServer(se.StreamID, se.Code, fmt.Errorf("h2client: bad frame on stream %d: %w", se.StreamID, err))
+			switch re := h2meta.Classify(err); {
+			case re.StreamID != 0:
+				c.resetFromServer(re.StreamID, re.Code, fmt.Errorf("h2client: bad frame on stream %d: %w", re.StreamID, err))
 				continue
-			}
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				return connError{http2.ErrCode(ce), err.Error()}
+			case re.Protocol:
+				return connError{re.Code, err.Error()}
 			}
 			return err
 		}
@@ -100,7 +99,7 @@ func (c *Conn) handleFrame(f http2.Frame) error {
 			if err != nil {
 				st.failLocked(err)
 			} else {
-				notify(st.wnotify)
+				st.send.Wake()
 			}
 			c.removeLocked(st)
 		} else if f.StreamID >= c.nextID.Load() {
@@ -244,7 +243,7 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 func (c *Conn) endRemoteLocked(st *stream) {
 	st.eof = true
 	notify(st.rnotify)
-	notify(st.wnotify)
+	st.send.Wake()
 	if st.localDone {
 		c.removeLocked(st)
 	}
@@ -255,11 +254,10 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	flow := int64(f.Length) // padding counts too
 	data := f.Data()
 	c.mu.Lock()
-	if flow > c.recvConnWin {
+	if !c.recv.Take(flow) {
 		c.mu.Unlock()
 		return connError{http2.ErrCodeFlowControl, "DATA beyond the connection window"}
 	}
-	c.recvConnWin -= flow
 	st := c.streams[id]
 	if st == nil || st.eof || st.bodyClosed || st.resp == nil {
 		credit := flow
@@ -268,13 +266,7 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		if st != nil && !st.bodyClosed && (st.eof || st.resp == nil) {
 			protoErr = true
 		}
-		c.connUnacked += credit
-		inc := int64(0)
-		if c.connUnacked >= int64(c.cfg.ConnWindow)/2 {
-			inc = c.connUnacked
-			c.connUnacked = 0
-			c.recvConnWin += inc
-		}
+		inc := c.recv.Credit(credit)
 		c.mu.Unlock()
 		if bad {
 			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
@@ -289,12 +281,11 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		}
 		return nil
 	}
-	if flow > st.recvWin {
+	if !st.recv.Take(flow) {
 		c.mu.Unlock()
 		c.resetFromServer(id, http2.ErrCodeFlowControl, errors.New("h2client: DATA beyond the stream window"))
 		return nil
 	}
-	st.recvWin -= flow
 	if st.bodyLeft >= 0 {
 		// The body must match the response's content-length (RFC 9113
 		// §8.1.1): a proxy must not pass on a short or long body as whole.
@@ -306,7 +297,7 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 				st.reset = true
 				st.failLocked(err)
 				credit := st.discardLocked()
-				c.connUnacked += flow
+				c.recv.Owe(flow)
 				c.removeLocked(st)
 				c.mu.Unlock()
 				c.creditConn(credit)
@@ -320,8 +311,8 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	st.buf = append(st.buf, data...)
 	if pad := flow - int64(len(data)); pad > 0 {
 		// Padding is consumed at once.
-		c.connUnacked += pad
-		st.unacked += pad
+		c.recv.Owe(pad)
+		st.recv.Owe(pad)
 	}
 	if f.StreamEnded() {
 		c.endRemoteLocked(st)
@@ -337,28 +328,21 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f.StreamID == 0 {
-		if c.sendConnWin+inc > 1<<31-1 {
+		if c.send.Grow(inc) != nil {
 			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
 		}
-		c.sendConnWin += inc
-		for _, w := range c.connWaiters {
-			notify(w.wnotify)
-		}
-		c.connWaiters = c.connWaiters[:0]
 		return nil
 	}
 	st := c.streams[f.StreamID]
 	if st == nil {
 		return nil
 	}
-	if st.sendWin+inc > 1<<31-1 {
+	if st.send.Grow(inc) != nil {
 		c.mu.Unlock()
 		c.resetFromServer(f.StreamID, http2.ErrCodeFlowControl, errors.New("h2client: stream window overflow"))
 		c.mu.Lock()
 		return nil
 	}
-	st.sendWin += inc
-	notify(st.wnotify)
 	return nil
 }
 
@@ -381,8 +365,10 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 			delta := int64(s.Val) - c.peerInitWin
 			c.peerInitWin = int64(s.Val)
 			for _, st := range c.streams {
-				st.sendWin += delta
-				notify(st.wnotify)
+				if st.send.Adjust(delta) != nil {
+					c.mu.Unlock()
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
 			}
 			c.mu.Unlock()
 		case http2.SettingMaxFrameSize:

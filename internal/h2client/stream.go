@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshguard/meshguard/internal/h2flow"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -23,9 +24,8 @@ type stream struct {
 	req *http.Request
 	ctx context.Context
 
-	sendWin    int64 // what we may still send
-	recvWin    int64 // what the server may still send
-	unacked    int64 // consumed bytes not yet returned to the server
+	send       h2flow.SendStream // what we may still send
+	recv       h2flow.Recv       // what the server may still send
 	resp       *http.Response
 	respCh     chan struct{} // one signal: resp or err is set
 	signaled   bool
@@ -40,7 +40,6 @@ type stream struct {
 	removed    bool
 	bodyClosed bool
 	rnotify    chan struct{} // body data or end arrived
-	wnotify    chan struct{} // send window grew, or the stream ended
 }
 
 // RoundTrip sends req on the connection and waits for the response
@@ -87,7 +86,7 @@ func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	st := &stream{
 		c: c, id: c.nextID.Load(), req: req, ctx: ctx,
-		sendWin: c.peerInitWin, recvWin: int64(c.cfg.StreamWindow),
+		send: h2flow.NewSendStream(c.peerInitWin), recv: h2flow.NewRecv(int64(c.cfg.StreamWindow), 2),
 		respCh: make(chan struct{}, 1), localDone: endOnHeaders,
 	}
 	c.nextID.Add(2)
@@ -149,7 +148,7 @@ func (st *stream) failLocked(err error) {
 	}
 	st.signalLocked()
 	notify(st.rnotify)
-	notify(st.wnotify)
+	st.send.Wake()
 }
 
 // cancel resets the stream (the caller gave up) and forgets it.
@@ -193,14 +192,7 @@ func (st *stream) discardLocked() int64 {
 	c := st.c
 	n := int64(len(st.buf) - st.off)
 	st.buf, st.off = nil, 0
-	c.connUnacked += n
-	if c.connUnacked < int64(c.cfg.ConnWindow)/2 {
-		return 0
-	}
-	credit := c.connUnacked
-	c.connUnacked = 0
-	c.recvConnWin += credit
-	return credit
+	return c.recv.Credit(n)
 }
 
 func notify(ch chan struct{}) {
@@ -315,19 +307,9 @@ func (b body) Close() error {
 // creditLocked records n consumed bytes of st and returns the window
 // increments due: a window is topped up once half of it is consumed.
 func (c *Conn) creditLocked(st *stream, n int64) (connInc, strmInc int64) {
-	c.connUnacked += n
-	if c.connUnacked >= int64(c.cfg.ConnWindow)/2 {
-		connInc = c.connUnacked
-		c.connUnacked = 0
-		c.recvConnWin += connInc
-	}
+	connInc = c.recv.Credit(n)
 	if !st.eof && !st.reset {
-		st.unacked += n
-		if st.unacked >= int64(c.cfg.StreamWindow)/2 {
-			strmInc = st.unacked
-			st.unacked = 0
-			st.recvWin += strmInc
-		}
+		strmInc = st.recv.Credit(n)
 	}
 	return connInc, strmInc
 }
@@ -452,20 +434,11 @@ func (st *stream) reserve(want int) (int, error) {
 			c.mu.Unlock()
 			return 0, errClosed
 		}
-		if n := min(int64(want), st.sendWin, c.sendConnWin); n > 0 {
-			st.sendWin -= n
-			c.sendConnWin -= n
-			c.mu.Unlock()
+		n, wn := c.send.Take(&st.send, int64(want))
+		c.mu.Unlock()
+		if n > 0 {
 			return int(n), nil
 		}
-		if c.sendConnWin <= 0 {
-			c.connWaiters = append(c.connWaiters, st)
-		}
-		if st.wnotify == nil {
-			st.wnotify = make(chan struct{}, 1)
-		}
-		wn := st.wnotify
-		c.mu.Unlock()
 		select {
 		case <-wn:
 		case <-st.ctx.Done():

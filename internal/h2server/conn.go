@@ -6,8 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshguard/meshguard/internal/h2flow"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -55,12 +55,10 @@ type conn struct {
 	maxSeen     uint32 // highest client stream ID seen
 	running     int    // handlers running
 	queue       []*stream
-	sendConnWin int64 // what we may still send on the connection
-	connWaiters []*stream
-	peerInitWin int64 // the client's SETTINGS_INITIAL_WINDOW_SIZE
-	recvConnWin int64 // what the client may still send on the connection
-	connUnacked int64 // connection bytes consumed, not yet returned
-	goAway      bool  // GOAWAY sent: no new streams
+	send        h2flow.Send // what we may still send on the connection
+	peerInitWin int64       // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	recv        h2flow.Recv // what the client may still send on the connection
+	goAway      bool        // GOAWAY sent: no new streams
 	closed      bool
 	idleTimer   *time.Timer
 	closeTimer  *time.Timer
@@ -77,9 +75,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 		names:       make(map[string]string, 32),
 		lower:       make(map[string]string, 32),
 		streams:     make(map[uint32]*stream),
-		sendConnWin: 65535,
+		send:        h2flow.NewSend(),
 		peerInitWin: 65535,
-		recvConnWin: int64(s.cfg.ConnWindow),
+		recv:        h2flow.NewRecv(int64(s.cfg.ConnWindow), 4),
 	}
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetMaxReadFrameSize(s.cfg.MaxReadFrameSize)
@@ -161,17 +159,12 @@ func (c *conn) run() error {
 	for {
 		f, err := c.hr.ReadFrame()
 		if err != nil {
-			var se http2.StreamError
-			switch {
-			case errors.As(err, &se):
-				c.onStreamError(se.StreamID, se.Code)
+			switch re := h2meta.Classify(err); {
+			case re.StreamID != 0:
+				c.onStreamError(re.StreamID, re.Code)
 				continue
-			case errors.Is(err, http2.ErrFrameTooLarge):
-				return connError{http2.ErrCodeFrameSize, err.Error()}
-			}
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				return connError{http2.ErrCode(ce), "frame: " + err.Error()}
+			case re.Protocol:
+				return connError{re.Code, "frame: " + err.Error()}
 			}
 			return err
 		}
@@ -298,8 +291,8 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		cancel()
 		return nil
 	}
-	st.recvWin = int64(c.s.cfg.StreamWindow)
-	st.sendWin = c.peerInitWin
+	st.recv = h2flow.NewRecv(int64(c.s.cfg.StreamWindow), 4)
+	st.send = h2flow.NewSendStream(c.peerInitWin)
 	if f.StreamEnded() {
 		st.remoteClosed = true
 		st.bodyErr = io.EOF
@@ -404,18 +397,17 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	n := int64(f.Length)
 	data := f.Data()
 	c.mu.Lock()
-	if n > c.recvConnWin {
+	if !c.recv.Take(n) {
 		c.mu.Unlock()
 		return connError{http2.ErrCodeFlowControl, "DATA past the connection window"}
 	}
-	c.recvConnWin -= n
 	st := c.streams[id]
 	if st == nil || st.remoteClosed {
 		if id > c.maxSeen {
 			c.mu.Unlock()
 			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
 		}
-		upd := c.creditConnLocked(n)
+		upd := c.recv.Credit(n)
 		if st != nil {
 			c.resetLocked(st, errStreamClosed)
 		}
@@ -424,18 +416,17 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		c.writeReset(id, http2.ErrCodeStreamClosed)
 		return nil
 	}
-	if n > st.recvWin {
-		upd := c.creditConnLocked(n)
+	if !st.recv.Take(n) {
+		upd := c.recv.Credit(n)
 		c.resetLocked(st, errStreamClosed)
 		c.mu.Unlock()
 		c.writeUpdates(upd, 0, 0)
 		c.writeReset(id, http2.ErrCodeFlowControl)
 		return nil
 	}
-	st.recvWin -= n
 	st.received += int64(len(data))
 	if st.declared >= 0 && st.received > st.declared {
-		upd := c.creditConnLocked(n)
+		upd := c.recv.Credit(n)
 		st.bodyErr = errors.New("request body longer than its content-length")
 		c.resetLocked(st, st.bodyErr)
 		c.mu.Unlock()
@@ -465,32 +456,13 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	return nil
 }
 
-// creditConnLocked returns n connection bytes to the client's window and
-// says how much to announce now (0: not yet, to batch updates).
-func (c *conn) creditConnLocked(n int64) int64 {
-	c.connUnacked += n
-	if c.connUnacked >= int64(c.s.cfg.ConnWindow)/4 {
-		u := c.connUnacked
-		c.connUnacked = 0
-		c.recvConnWin += u
-		return u
-	}
-	return 0
-}
-
 // creditLocked returns n consumed bytes of st to both windows.
 func (c *conn) creditLocked(st *stream, n int64) (conn, strm int64) {
-	conn = c.creditConnLocked(n)
+	conn = c.recv.Credit(n)
 	if st.remoteClosed || !st.inMap {
 		return conn, 0
 	}
-	st.unacked += n
-	if st.unacked >= int64(c.s.cfg.StreamWindow)/4 {
-		strm = st.unacked
-		st.unacked = 0
-		st.recvWin += strm
-	}
-	return conn, strm
+	return conn, st.recv.Credit(n)
 }
 
 func (c *conn) writeUpdates(connInc int64, id uint32, streamInc int64) {
@@ -526,14 +498,9 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f.StreamID == 0 {
-		c.sendConnWin += inc
-		if c.sendConnWin > math.MaxInt32 {
+		if c.send.Grow(inc) != nil {
 			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
 		}
-		for _, st := range c.connWaiters {
-			notify(st.wnotify)
-		}
-		c.connWaiters = c.connWaiters[:0]
 		return nil
 	}
 	st := c.streams[f.StreamID]
@@ -543,13 +510,10 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		return nil
 	}
-	st.sendWin += inc
-	if st.sendWin > math.MaxInt32 {
+	if st.send.Grow(inc) != nil {
 		c.resetLocked(st, errStreamClosed)
 		go c.writeReset(st.id, http2.ErrCodeFlowControl)
-		return nil
 	}
-	notify(st.wnotify)
 	return nil
 }
 
@@ -567,12 +531,10 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 			delta := int64(s.Val) - c.peerInitWin
 			c.peerInitWin = int64(s.Val)
 			for _, st := range c.streams {
-				st.sendWin += delta
-				if st.sendWin > math.MaxInt32 {
+				if st.send.Adjust(delta) != nil {
 					c.mu.Unlock()
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
-				notify(st.wnotify)
 			}
 			c.mu.Unlock()
 		case http2.SettingMaxFrameSize:
@@ -610,7 +572,7 @@ func (c *conn) resetLocked(st *stream, err error) {
 	}
 	c.removeLocked(st)
 	notify(st.rnotify)
-	notify(st.wnotify)
+	st.send.Wake()
 	if st.cancel != nil {
 		st.cancel()
 	}
@@ -622,7 +584,7 @@ func (c *conn) dropBodyLocked(st *stream) {
 	unread := int64(len(st.buf) - st.off)
 	st.buf, st.off = nil, 0
 	if unread > 0 {
-		if u := c.creditConnLocked(unread); u > 0 {
+		if u := c.recv.Credit(unread); u > 0 {
 			go c.writeUpdates(u, 0, 0)
 		}
 	}

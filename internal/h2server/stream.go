@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshguard/meshguard/internal/h2flow"
 	"io"
 	"net/http"
 	"net/url"
@@ -34,10 +35,9 @@ type stream struct {
 	localClosed  bool // END_STREAM sent
 	reset        bool
 	bodyClosed   bool
-	recvWin      int64 // what the client may still send on this stream
-	unacked      int64
-	sendWin      int64
-	declared     int64 // content-length, -1 = none
+	recv         h2flow.Recv       // what the client may still send on this stream
+	send         h2flow.SendStream // what we may still send on it
+	declared     int64             // content-length, -1 = none
 	received     int64
 	buf          []byte // request body received, not yet read
 	off          int
@@ -48,7 +48,6 @@ type stream struct {
 	// notification with no waiter yet (nil channel) is a no-op, and the
 	// waiter checks the state under c.mu before it waits.
 	rnotify chan struct{} // body data or end arrived
-	wnotify chan struct{} // send window grew, or the stream ended
 }
 
 // newRequest builds st.req from a HEADERS frame, or returns the error code
@@ -355,22 +354,11 @@ func (st *stream) reserve(want int) (int, error) {
 			c.mu.Unlock()
 			return 0, errStreamClosed
 		}
-		n := int64(want)
-		n = min(n, st.sendWin, c.sendConnWin)
+		n, wn := c.send.Take(&st.send, int64(want))
+		c.mu.Unlock()
 		if n > 0 {
-			st.sendWin -= n
-			c.sendConnWin -= n
-			c.mu.Unlock()
 			return int(n), nil
 		}
-		if c.sendConnWin <= 0 {
-			c.connWaiters = append(c.connWaiters, st)
-		}
-		if st.wnotify == nil {
-			st.wnotify = make(chan struct{}, 1)
-		}
-		wn := st.wnotify
-		c.mu.Unlock()
 		select {
 		case <-wn:
 		case <-st.ctx.Done():
