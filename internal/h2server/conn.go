@@ -263,15 +263,8 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Unlock()
 
 	st := &stream{c: c, id: id, declared: -1}
-	var handler http.Handler = c.s.cfg.Handler
-	if f.Truncated {
-		handler = http.HandlerFunc(tooLarge)
-		st.req = &http.Request{Method: "GET", URL: &url.URL{Path: "/"}, Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.remote}
-	} else if code := c.newRequest(st, f); code != http2.ErrCodeNo {
-		c.writeReset(id, code)
-		return nil
-	}
-	st.handler = handler
+	// The context first: the request is built with it (WithContext on a
+	// finished request would allocate a second one).
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if t := c.s.cfg.RequestTimeout; t > 0 {
@@ -280,7 +273,17 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		ctx, cancel = context.WithCancel(c.streamBase)
 	}
 	st.ctx, st.cancel = ctx, cancel
-	st.req = st.req.WithContext(ctx)
+	var handler http.Handler = c.s.cfg.Handler
+	if f.Truncated {
+		handler = http.HandlerFunc(tooLarge)
+		r := http.Request{Method: "GET", URL: &url.URL{Path: "/"}, Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.remote}
+		st.req = r.WithContext(ctx)
+	} else if code := c.newRequest(st, f); code != http2.ErrCodeNo {
+		cancel()
+		c.writeReset(id, code)
+		return nil
+	}
+	st.handler = handler
 	st.rw.st = st
 	st.rw.header = make(http.Header, 8)
 	st.rw.isHead = st.req.Method == http.MethodHead

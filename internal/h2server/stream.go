@@ -133,7 +133,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 	if authority == "" {
 		authority = host
 	}
-	r := &http.Request{
+	r := http.Request{
 		Method:     method,
 		URL:        u,
 		Proto:      "HTTP/2.0",
@@ -171,7 +171,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 		r.Body = &st.body
 		st.needContinue = strings.EqualFold(h.Get("Expect"), "100-continue")
 	}
-	st.req = r
+	st.req = r.WithContext(st.ctx) // the one allocation of the request
 	return http2.ErrCodeNo
 }
 
