@@ -3,6 +3,7 @@ package edge
 import (
 	"net"
 	"net/http"
+	"net/textproto"
 	"strings"
 )
 
@@ -24,26 +25,41 @@ var hopHeaders = []string{
 	"Transfer-Encoding", "Upgrade", "Proxy-Authorization", "Proxy-Authenticate",
 }
 
+// dropOutside holds meshHeaders and hopHeaders (canonical keys).
+var dropOutside = func() map[string]bool {
+	m := make(map[string]bool, len(meshHeaders)+len(hopHeaders))
+	for _, n := range append(append([]string(nil), meshHeaders...), hopHeaders...) {
+		m[n] = true
+	}
+	return m
+}()
+
 // SanitizeOutside removes from an outside request every header that could
 // carry a mesh identity (including any X-Meshguard-* header), the hop-by-hop
-// headers and the headers named in Connection.
+// headers and the headers named in Connection. Names compare without
+// case, whether or not h's keys are canonical. One pass over h: this runs
+// on every edge request.
 func SanitizeOutside(h http.Header) {
-	for _, name := range h.Values("Connection") {
-		for _, n := range strings.Split(name, ",") {
-			if n = strings.TrimSpace(n); n != "" {
-				h.Del(n)
-			}
+	var named []string // listed in Connection
+	for name, vv := range h {
+		key := http.CanonicalHeaderKey(name) // no allocation when canonical already
+		if key == "Connection" {
+			named = append(named, vv...)
+		}
+		if dropOutside[key] || strings.HasPrefix(key, "X-Meshguard-") {
+			delete(h, name)
 		}
 	}
-	for _, n := range hopHeaders {
-		h.Del(n)
-	}
-	for _, n := range meshHeaders {
-		h.Del(n)
-	}
-	for name := range h {
-		if strings.HasPrefix(http.CanonicalHeaderKey(name), "X-Meshguard-") {
-			delete(h, name)
+	for _, v := range named {
+		for n := range strings.SplitSeq(v, ",") {
+			if n = textproto.TrimString(n); n == "" {
+				continue
+			}
+			for name := range h {
+				if strings.EqualFold(name, n) {
+					delete(h, name)
+				}
+			}
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -103,7 +104,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 	h.cfg.Next.ServeHTTP(sw, out)
-	h.cfg.Metrics.requests.WithLabelValues(route.Prefix, strconv.Itoa(sw.code)).Inc()
+	h.cfg.Metrics.count(route.Prefix, sw.code)
 }
 
 // clientKey is the rate-limit key: the API key header when configured and
@@ -123,7 +124,7 @@ func (h *Handler) clientKey(r *http.Request) string {
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, prefix string, code int, msg, detail string) {
-	h.cfg.Metrics.requests.WithLabelValues(prefix, strconv.Itoa(code)).Inc()
+	h.cfg.Metrics.count(prefix, code)
 	body := map[string]string{"error": msg}
 	if detail != "" {
 		body["detail"] = detail
@@ -166,6 +167,25 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 type Metrics struct {
 	requests *prometheus.CounterVec
 	limited  *prometheus.CounterVec
+	// counters caches requests' children: WithLabelValues hashes both
+	// labels, formats the code and takes the vector's lock on every call.
+	counters sync.Map // requestLabels -> prometheus.Counter
+}
+
+type requestLabels struct {
+	prefix string
+	code   int
+}
+
+// count adds one request of prefix answered with code.
+func (m *Metrics) count(prefix string, code int) {
+	k := requestLabels{prefix, code}
+	if c, ok := m.counters.Load(k); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c, _ := m.counters.LoadOrStore(k, m.requests.WithLabelValues(prefix, strconv.Itoa(code)))
+	c.(prometheus.Counter).Inc()
 }
 
 // NewMetrics registers meshguard_edge_requests_total{prefix,code} and
