@@ -35,6 +35,10 @@ type conn struct {
 	// contexts (see ServeConn).
 	streamBase context.Context
 	cancel     context.CancelFunc
+	// The request-timeout slot (reader goroutine; see requestContext).
+	slotCtx    context.Context
+	slotCancel context.CancelFunc
+	slotEnd    time.Time
 	names      map[string]string // wire name → canonical key (reader goroutine)
 
 	handlers sync.WaitGroup
@@ -114,6 +118,9 @@ func (c *conn) serve() {
 	}
 	c.w.Drain(time.Second)
 	c.closeNow(err)
+	if c.slotCancel != nil {
+		c.slotCancel() // its streams are cancelled already; release its timer
+	}
 }
 
 func (c *conn) run() error {
@@ -268,7 +275,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if t := c.s.cfg.RequestTimeout; t > 0 {
-		ctx, cancel = context.WithTimeout(c.streamBase, t)
+		ctx, cancel = context.WithCancel(c.requestContext(t))
 	} else {
 		ctx, cancel = context.WithCancel(c.streamBase)
 	}
@@ -735,6 +742,22 @@ func (c *conn) closeNow(err error) {
 		c.cancel()
 	}
 	_ = c.nc.Close()
+}
+
+// requestContext is the parent of the contexts of the streams opening
+// now, when RequestTimeout (t) is set. Streams opened within one slot
+// (t/16, at most 100ms) share a parent whose deadline is the slot's end
+// plus t: every request gets at least t and at most t/16 more, and the
+// connection runs one timer per slot instead of one per request (a timer
+// and three allocations per request, 3-4% of the edge's CPU). Slots are
+// not cancelled early: each ends at its deadline, as its streams would.
+func (c *conn) requestContext(t time.Duration) context.Context {
+	now := time.Now()
+	if c.slotCtx == nil || !now.Before(c.slotEnd) {
+		c.slotEnd = now.Add(min(t/16, 100*time.Millisecond))
+		c.slotCtx, c.slotCancel = context.WithDeadline(c.streamBase, c.slotEnd.Add(t))
+	}
+	return c.slotCtx
 }
 
 // canonical returns the http.Header key for a (lowercase) wire name,

@@ -1014,11 +1014,12 @@ func TestCloseEndsServeConn(t *testing.T) {
 }
 
 // TestRequestTimeout: with Config.RequestTimeout every request's context
-// carries that deadline and ends with DeadlineExceeded; without it there
-// is no deadline.
+// carries a deadline of at least that (at most 1/16 more) and ends with
+// DeadlineExceeded; without it there is no deadline.
 func TestRequestTimeout(t *testing.T) {
 	for _, timeout := range []time.Duration{0, 50 * time.Millisecond} {
 		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
+			var sent time.Time // before the request leaves the client
 			ts := newTestServer(t, Config{RequestTimeout: timeout, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				dl, ok := r.Context().Deadline()
 				switch {
@@ -1026,7 +1027,7 @@ func TestRequestTimeout(t *testing.T) {
 					w.WriteHeader(500)
 				case timeout == 0:
 					w.WriteHeader(204)
-				case !ok || time.Until(dl) > timeout:
+				case !ok || time.Until(dl) > timeout+timeout/16 || dl.Before(sent.Add(timeout)):
 					w.WriteHeader(500)
 				default:
 					<-r.Context().Done()
@@ -1038,11 +1039,48 @@ func TestRequestTimeout(t *testing.T) {
 				}
 			})})
 			rc := newRaw(t, ts)
+			sent = time.Now()
 			rc.request(1, "GET", "/", true)
 			if r := rc.readResponse(1); r.status != "204" {
 				t.Fatalf("status %s, want 204", r.status)
 			}
 		})
+	}
+}
+
+// TestRequestTimeoutSlots: streams opened together share a deadline slot,
+// yet each ends on its own (a finished stream does not cancel the others)
+// and each still times out with DeadlineExceeded.
+func TestRequestTimeoutSlots(t *testing.T) {
+	const timeout = 80 * time.Millisecond
+	release := make(chan struct{})
+	ts := newTestServer(t, Config{RequestTimeout: timeout, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/quick" {
+			w.WriteHeader(200)
+			return
+		}
+		<-release
+		select {
+		case <-r.Context().Done():
+			if errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+				w.WriteHeader(204)
+				return
+			}
+		default:
+		}
+		w.WriteHeader(500)
+	})})
+	rc := newRaw(t, ts)
+	rc.request(1, "GET", "/slow", true)
+	rc.request(3, "GET", "/quick", true)
+	if r := rc.readResponse(3); r.status != "200" {
+		t.Fatalf("quick: status %s", r.status)
+	}
+	// The quick stream's end did not end the slow one's context; after
+	// the timeout it has ended with DeadlineExceeded.
+	time.AfterFunc(timeout+timeout/16+20*time.Millisecond, func() { close(release) })
+	if r := rc.readResponse(1); r.status != "204" {
+		t.Fatalf("slow: status %s, want 204 (context ended by the deadline only)", r.status)
 	}
 }
 
