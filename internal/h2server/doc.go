@@ -16,13 +16,19 @@
 // The frame layer is golang.org/x/net/http2's Framer (frame parsing and
 // ordering, HPACK, the header list limit and its CONTINUATION-flood cutoff);
 // what is here is the HTTP/2 connection and stream rules (RFC 9113):
-// stream states and IDs, flow control in both directions, SETTINGS, PING,
+// stream states and IDs, flow control in both directions (internal/h2flow,
+// shared with the client), SETTINGS, PING,
 // RST_STREAM, GOAWAY and graceful shutdown, idle and keepalive timeouts, and
 // the protections net/http has: at most MaxConcurrentStreams handlers run at
 // once per connection and a client that opens and resets streams faster
 // than they finish is cut off with ENHANCE_YOUR_CALM (CVE-2023-44487);
 // requests are refused that carry connection-specific headers, a bad
-// :path or a bad content-length; header lists past MaxHeaderBytes get 431.
+// :path, a bad content-length or a host that contradicts :authority;
+// header lists past MaxHeaderBytes get 431.
+//
+// With Config.RequestTimeout every request's context has a deadline of at
+// least the timeout and at most 1/16 more: streams opened within one slot
+// share a parent context (one timer per slot, not per request).
 //
 // Handlers get a standard *http.Request (Proto "HTTP/2.0", RequestURI is
 // :path as sent, Host is :authority) and an http.ResponseWriter that also
