@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+
+	"github.com/meshguard/meshguard/internal/gcfloor"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -25,6 +27,9 @@ func main() {
 		getenv:   os.Getenv,
 		logger:   slog.New(slog.NewJSONHandler(os.Stderr, nil)),
 		setProcs: func(n int) { runtime.GOMAXPROCS(n) },
+		gcFloor: func(ctx context.Context, floor uint64) {
+			(&gcfloor.Tuner{Floor: floor}).Run(ctx)
+		},
 	})
 	stop()
 	os.Exit(code)
