@@ -64,10 +64,13 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stripHopByHop(res.Header)
-	h := w.Header()
-	for k, vv := range res.Header {
-		h[k] = vv
+	if !adoptHeader(w, res.Header) {
+		h := w.Header()
+		for k, vv := range res.Header {
+			h[k] = vv
+		}
 	}
+	h := w.Header()
 	announced := len(res.Trailer)
 	if announced > 0 {
 		keys := make([]string, 0, announced)
@@ -97,6 +100,28 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, vv := range res.Trailer {
 		h[http.TrailerPrefix+k] = vv
+	}
+}
+
+// headerAdopter is a ResponseWriter that can take over a whole header map
+// (internal/h2server's).
+type headerAdopter interface {
+	AdoptHeader(http.Header) bool
+}
+
+// adoptHeader hands h to w, or to the writer w wraps, as its response
+// header map when that writer supports it, saving a copy per response. h
+// must not be used afterwards except through w.Header().
+func adoptHeader(w http.ResponseWriter, h http.Header) bool {
+	for {
+		if a, ok := w.(headerAdopter); ok {
+			return a.AdoptHeader(h)
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
 	}
 }
 

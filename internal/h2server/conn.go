@@ -292,7 +292,6 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	st.handler = handler
 	st.rw.st = st
-	st.rw.header = make(http.Header, 8)
 	st.rw.isHead = st.req.Method == http.MethodHead
 
 	c.mu.Lock()

@@ -26,8 +26,31 @@ type responseWriter struct {
 	trailers    []string // declared with the Trailer header when HEADERS left
 }
 
-// Header returns the response header map.
-func (w *responseWriter) Header() http.Header { return w.header }
+// Header returns the response header map, made on first use.
+func (w *responseWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
+
+// AdoptHeader makes h the response header map, so that a proxy relaying a
+// response need not copy the upstream's header map into a new one. Fields
+// already set through Header are kept where h has no field of that name.
+// It reports false, changing nothing, once WriteHeader has been called.
+// The caller hands h over: it changes h only through Header from then on.
+func (w *responseWriter) AdoptHeader(h http.Header) bool {
+	if w.wroteHeader || h == nil {
+		return false
+	}
+	for k, vv := range w.header {
+		if _, ok := h[k]; !ok {
+			h[k] = vv
+		}
+	}
+	w.header = h
+	return true
+}
 
 // WriteHeader records the status; the HEADERS frame leaves with the first
 // flush of the body, or when the handler returns. 1xx codes are ignored.
@@ -122,7 +145,7 @@ func (w *responseWriter) finish() error {
 		w.trailers = declaredTrailers(w.header)
 		if len(w.trailers) == 0 && !hasPrefixedTrailers(w.header) && bodyAllowed(w.status) && !w.isHead {
 			if _, ok := w.header["Content-Length"]; !ok {
-				w.header["Content-Length"] = []string{strconv.Itoa(len(b))}
+				w.Header()["Content-Length"] = []string{strconv.Itoa(len(b))}
 			}
 		}
 	}

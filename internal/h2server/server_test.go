@@ -1109,3 +1109,54 @@ func TestHostHeader(t *testing.T) {
 		})
 	}
 }
+
+// TestAdoptHeader: a handler can hand the writer a whole header map (as
+// the proxy does with an upstream response); fields it set before are kept
+// unless the map names them too, and after WriteHeader nothing is adopted.
+func TestAdoptHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		before   map[string]string // set through Header() first
+		adopt    http.Header
+		writeHdr bool // WriteHeader before AdoptHeader
+		wantOK   bool
+		want     map[string]string
+	}{
+		{name: "untouched writer", adopt: http.Header{"X-Up": {"1"}}, wantOK: true, want: map[string]string{"X-Up": "1"}},
+		{name: "earlier field kept", before: map[string]string{"X-Mine": "a"}, adopt: http.Header{"X-Up": {"1"}}, wantOK: true, want: map[string]string{"X-Mine": "a", "X-Up": "1"}},
+		{name: "adopted map wins on a clash", before: map[string]string{"X-Both": "mine"}, adopt: http.Header{"X-Both": {"up"}}, wantOK: true, want: map[string]string{"X-Both": "up"}},
+		{name: "after WriteHeader: refused", before: map[string]string{"X-Mine": "a"}, adopt: http.Header{"X-Up": {"1"}}, writeHdr: true, wantOK: false, want: map[string]string{"X-Mine": "a", "X-Up": ""}},
+		{name: "nil map: refused", before: map[string]string{"X-Mine": "a"}, adopt: nil, wantOK: false, want: map[string]string{"X-Mine": "a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			okc := make(chan bool, 1)
+			ts := newTestServer(t, Config{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				for k, v := range tc.before {
+					w.Header().Set(k, v)
+				}
+				if tc.writeHdr {
+					w.WriteHeader(http.StatusAccepted)
+				}
+				okc <- w.(interface{ AdoptHeader(http.Header) bool }).AdoptHeader(tc.adopt)
+				_, _ = io.WriteString(w, "body")
+			})})
+			resp, err := ts.client().Get(ts.url("/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if ok := <-okc; ok != tc.wantOK {
+				t.Fatalf("AdoptHeader = %v, want %v", ok, tc.wantOK)
+			}
+			if string(b) != "body" || resp.Header.Get("Content-Length") != "4" {
+				t.Fatalf("body %q, content-length %q", b, resp.Header.Get("Content-Length"))
+			}
+			for k, v := range tc.want {
+				if got := resp.Header.Get(k); got != v {
+					t.Fatalf("%s = %q, want %q (header %v)", k, got, v, resp.Header)
+				}
+			}
+		})
+	}
+}
