@@ -43,40 +43,40 @@ func TestOutlierEjectionGrows(t *testing.T) {
 		}
 	}
 	fail(4)
-	if o.pick(eps, nil) == nil {
+	if o.pick(eps, nil, clk.Now()) == nil {
 		t.Fatal("ejected after 4 failures, threshold is 5")
 	}
 	p.success() // resets the run
 	fail(4)
-	if o.pick(eps, nil) == nil {
+	if o.pick(eps, nil, clk.Now()) == nil {
 		t.Fatal("a success did not reset the consecutive count")
 	}
 	fail(1)
-	if o.pick(eps, nil) != nil {
+	if o.pick(eps, nil, clk.Now()) != nil {
 		t.Fatal("not ejected after 5 consecutive failures")
 	}
 	clk.Advance(30*time.Second - time.Nanosecond)
-	if o.pick(eps, nil) != nil {
+	if o.pick(eps, nil, clk.Now()) != nil {
 		t.Fatal("first ejection shorter than 30s")
 	}
 	clk.Advance(time.Nanosecond)
-	if o.pick(eps, nil) == nil {
+	if o.pick(eps, nil, clk.Now()) == nil {
 		t.Fatal("first ejection longer than 30s")
 	}
 	fail(5) // second ejection: 60s
 	clk.Advance(59 * time.Second)
-	if o.pick(eps, nil) != nil {
+	if o.pick(eps, nil, clk.Now()) != nil {
 		t.Fatal("second ejection did not grow")
 	}
 	clk.Advance(time.Second)
-	if o.pick(eps, nil) == nil {
+	if o.pick(eps, nil, clk.Now()) == nil {
 		t.Fatal("second ejection longer than 60s")
 	}
 	for i := 0; i < 20; i++ { // capped at 5m
 		fail(5)
 		clk.Advance(5 * time.Minute)
 	}
-	if o.pick(eps, nil) == nil {
+	if o.pick(eps, nil, clk.Now()) == nil {
 		t.Fatal("ejection exceeded the 5m cap")
 	}
 }
@@ -103,7 +103,7 @@ func TestWeightedSplitByVersion(t *testing.T) {
 		mu.Lock()
 		seq = i - 1 // the version draw sees i % 100
 		mu.Unlock()
-		p := o.pick(eps, nil)
+		p := o.pick(eps, nil, clk.Now())
 		counts[p.addr]++
 	}
 	v1 := counts["127.0.0.1:1"] + counts["127.0.0.1:2"]
@@ -119,7 +119,7 @@ func TestWeightedSplitByVersion(t *testing.T) {
 		v2.failure()
 	}
 	for i := 0; i < 100; i++ {
-		if p := o.pick(eps, nil); p == v2 {
+		if p := o.pick(eps, nil, clk.Now()); p == v2 {
 			t.Fatal("picked an ejected endpoint")
 		}
 	}
@@ -133,18 +133,18 @@ func TestP2CPrefersLessLoaded(t *testing.T) {
 	}
 	o := newTestOutbound(t, clk, eps, func(n int) int { return 0 })
 	a, b := o.peerFor(&eps[0]), o.peerFor(&eps[1])
-	a.observe(50 * time.Millisecond)
-	b.observe(time.Millisecond)
-	if p := o.pick(eps, nil); p != b {
+	a.observe(50*time.Millisecond, clk.Now())
+	b.observe(time.Millisecond, clk.Now())
+	if p := o.pick(eps, nil, clk.Now()); p != b {
 		t.Fatal("P2C picked the slower endpoint")
 	}
 	b.inflight.Store(100)
-	if p := o.pick(eps, nil); p != a {
+	if p := o.pick(eps, nil, clk.Now()); p != a {
 		t.Fatal("P2C ignored in-flight load")
 	}
 	// Exclusion: a tried endpoint is skipped while another is healthy.
 	b.inflight.Store(0)
-	if p := o.pick(eps, []*peer{b}); p != a {
+	if p := o.pick(eps, []*peer{b}, clk.Now()); p != a {
 		t.Fatal("tried endpoint picked again")
 	}
 }

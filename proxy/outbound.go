@@ -432,11 +432,12 @@ func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
 	svc := req.URL.Host
 	eps := o.cfg.Peers.Endpoints(svc)
 	b := o.budgetFor(svc)
-	b.deposit(o.cfg.Now())
+	now := o.cfg.Now() // one clock reading for the budget, the pick and the connection
+	b.deposit(now)
 	var tried [4]*peer
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		p := o.pick(eps, tried[:min(attempt, len(tried))])
+		p := o.pick(eps, tried[:min(attempt, len(tried))], now)
 		if p == nil {
 			if lastErr != nil {
 				return nil, lastErr
@@ -446,7 +447,7 @@ func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
 		if attempt < len(tried) {
 			tried[attempt] = p
 		}
-		resp, touched, err := p.roundTrip(req)
+		resp, touched, err := p.roundTrip(req, now)
 		if err == nil {
 			return resp, nil
 		}
@@ -454,7 +455,8 @@ func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.Context().Err() != nil || attempt >= o.cfg.MaxRetries || !retryable(req, touched, err) {
 			return nil, err
 		}
-		if !b.withdraw(o.cfg.Now()) {
+		now = o.cfg.Now()
+		if !b.withdraw(now) {
 			return nil, err
 		}
 		o.log.Debug("retrying", logkey.Service, svc, logkey.Attempt, attempt+1, logkey.Error, err.Error())
@@ -491,15 +493,15 @@ func idempotent(method string) bool {
 // given), then power-of-two-choices over latency × in-flight among the
 // healthy endpoints not yet tried. It falls back to tried endpoints when no
 // other is healthy (a redial of the only endpoint).
-func (o *Outbound) pick(eps []Endpoint, tried []*peer) *peer {
-	if p := o.pickFrom(eps, tried); p != nil || len(tried) == 0 {
+func (o *Outbound) pick(eps []Endpoint, tried []*peer, now time.Time) *peer {
+	if p := o.pickFrom(eps, tried, now); p != nil || len(tried) == 0 {
 		return p
 	}
-	return o.pickFrom(eps, nil)
+	return o.pickFrom(eps, nil, now)
 }
 
-func (o *Outbound) pickFrom(eps []Endpoint, tried []*peer) *peer {
-	now := o.cfg.Now().UnixNano()
+func (o *Outbound) pickFrom(eps []Endpoint, tried []*peer, at time.Time) *peer {
+	now := at.UnixNano()
 	var buf [16]*peer
 	cands := buf[:0]
 	var vbuf [8]struct {

@@ -73,15 +73,21 @@ type dialCall struct {
 var errNoHealthy = errors.New("no healthy endpoint")
 
 // conn returns a usable connection with one stream reserved on it, dialling
-// (once, shared by all waiters) when there is none.
-func (p *peer) conn(ctx context.Context) (*pconn, error) {
+// (once, shared by all waiters) when there is none. now is the caller's
+// clock reading; ready is when the connection was had: now, unless it had
+// to wait.
+func (p *peer) conn(ctx context.Context, now time.Time) (c *pconn, ready time.Time, err error) {
+	waited := false
 	for attempt := 0; attempt < 4; attempt++ {
+		if waited {
+			now = p.o.cfg.Now()
+		}
+		waited = true // every path that loops has waited
 		p.mu.Lock()
 		if c := p.cur; c != nil {
-			now := p.o.cfg.Now()
 			if now.Before(c.renewAt) && c.cc.Reserve() {
 				p.mu.Unlock()
-				return c, nil
+				return c, now, nil
 			}
 			st := c.cc.State()
 			if !st.Closed && !st.Closing && now.Before(c.renewAt) {
@@ -89,7 +95,7 @@ func (p *peer) conn(ctx context.Context) (*pconn, error) {
 				// semaphore): wait for a stream to finish.
 				p.mu.Unlock()
 				if err := waitBriefly(ctx, attempt); err != nil {
-					return nil, err
+					return nil, now, err
 				}
 				attempt--
 				continue
@@ -108,13 +114,13 @@ func (p *peer) conn(ctx context.Context) (*pconn, error) {
 		select {
 		case <-call.done:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, now, ctx.Err()
 		}
 		if call.err != nil {
-			return nil, call.err
+			return nil, now, call.err
 		}
 	}
-	return nil, fmt.Errorf("connect to %s at %s: connection closed right after dialling", p.id, p.addr)
+	return nil, now, fmt.Errorf("connect to %s at %s: connection closed right after dialling", p.id, p.addr)
 }
 
 func waitBriefly(ctx context.Context, attempt int) error {
@@ -202,18 +208,21 @@ func (p *peer) drop(c *pconn) {
 
 // roundTrip sends req over the pooled connection. touched reports whether
 // the request was handed to the connection (its body may have been read).
-func (p *peer) roundTrip(req *http.Request) (resp *http.Response, touched bool, err error) {
+// now is a clock reading taken just before (for the connection's renewal
+// check and the start of the latency sample).
+func (p *peer) roundTrip(req *http.Request, now time.Time) (resp *http.Response, touched bool, err error) {
 	ctx := req.Context()
 	select {
 	case p.sem <- struct{}{}:
 	default:
 		select {
 		case p.sem <- struct{}{}:
+			now = p.o.cfg.Now() // waited for a slot
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
 		}
 	}
-	c, err := p.conn(ctx)
+	c, start, err := p.conn(ctx, now)
 	if err != nil {
 		<-p.sem
 		if ctx.Err() == nil {
@@ -222,7 +231,6 @@ func (p *peer) roundTrip(req *http.Request) (resp *http.Response, touched bool, 
 		return nil, false, err
 	}
 	p.inflight.Add(1)
-	start := p.o.cfg.Now()
 	resp, err = c.cc.RoundTrip(req)
 	if err != nil {
 		p.inflight.Add(-1)
@@ -235,7 +243,8 @@ func (p *peer) roundTrip(req *http.Request) (resp *http.Response, touched bool, 
 		}
 		return nil, true, err
 	}
-	p.observe(p.o.cfg.Now().Sub(start))
+	end := p.o.cfg.Now()
+	p.observe(end.Sub(start), end)
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		p.failure()
@@ -284,8 +293,8 @@ const ewmaTau = float64(10 * time.Second)
 
 // observe folds one latency into the peak-EWMA (Finagle's): a slower sample
 // replaces the average at once, faster ones pull it down gradually.
-func (p *peer) observe(d time.Duration) {
-	now := p.o.cfg.Now().UnixNano()
+func (p *peer) observe(d time.Duration, at time.Time) {
+	now := at.UnixNano()
 	rtt := float64(d)
 	p.statMu.Lock()
 	if rtt > p.ewma || p.ewmaAt == 0 {

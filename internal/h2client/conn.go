@@ -114,7 +114,7 @@ type Conn struct {
 	// order), read anywhere.
 	nextID atomic.Uint32
 
-	lastRead atomic.Int64 // unix nanoseconds of the last frame read
+	lastRead atomic.Int64 // unix nanoseconds of the last read that returned data
 	maxFrame atomic.Uint32
 
 	mu          sync.Mutex
@@ -161,7 +161,6 @@ func New(nc net.Conn, cfg Config) (*Conn, error) {
 	c := &Conn{
 		nc:          nc,
 		cfg:         cfg,
-		br:          bufio.NewReaderSize(nc, 64<<10),
 		names:       make(map[string]string, 32),
 		lower:       make(map[string]string, 32),
 		streams:     make(map[uint32]*stream),
@@ -171,6 +170,7 @@ func New(nc net.Conn, cfg Config) (*Conn, error) {
 		recv:        h2flow.NewRecv(int64(cfg.ConnWindow), 2),
 		readDone:    make(chan struct{}),
 	}
+	c.br = bufio.NewReaderSize(h2meta.ActivityReader{R: nc, Last: &c.lastRead}, 64<<10)
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetMaxReadFrameSize(cfg.MaxReadFrameSize)
 	c.fr.SetReuseFrames()

@@ -65,7 +65,6 @@ func (c *Conn) readFrames() error {
 			}
 			return err
 		}
-		c.lastRead.Store(time.Now().UnixNano())
 		if first {
 			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
 				return connError{http2.ErrCodeProtocol, "the server's first frame is not SETTINGS"}

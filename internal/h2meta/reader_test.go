@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -167,5 +170,28 @@ func TestReaderAllocations(t *testing.T) {
 	})
 	if per := allocs / n; per > 1 {
 		t.Fatalf("%.2f allocations per HEADERS frame, want at most 1", per)
+	}
+}
+
+// TestActivityReader: a read that returns data moves the stamp forward; one
+// that returns nothing (EOF) leaves it alone.
+func TestActivityReader(t *testing.T) {
+	var last atomic.Int64
+	r := ActivityReader{R: strings.NewReader("abc"), Last: &last}
+	before := time.Now().UnixNano()
+	buf := make([]byte, 8)
+	if n, err := r.Read(buf); n != 3 || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	stamp := last.Load()
+	if stamp < before || stamp > time.Now().UnixNano() {
+		t.Fatalf("stamp %d outside [%d, now]", stamp, before)
+	}
+	last.Store(1)
+	if n, err := r.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("Read at EOF = %d, %v", n, err)
+	}
+	if last.Load() != 1 {
+		t.Fatal("an empty read moved the stamp")
 	}
 }

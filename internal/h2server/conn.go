@@ -42,7 +42,7 @@ type conn struct {
 	names      map[string]string // wire name → canonical key (reader goroutine)
 
 	handlers sync.WaitGroup
-	lastRead atomic.Int64 // unix nanoseconds of the last frame read
+	lastRead atomic.Int64 // unix nanoseconds of the last read that returned data
 	maxFrame atomic.Uint32
 
 	// The write side: w's lock (here "wmu") guards wfr and the fields
@@ -74,7 +74,6 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		s:           s,
 		nc:          nc,
-		br:          bufio.NewReaderSize(nc, 64<<10),
 		remote:      nc.RemoteAddr().String(),
 		names:       make(map[string]string, 32),
 		lower:       make(map[string]string, 32),
@@ -83,6 +82,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		peerInitWin: 65535,
 		recv:        h2flow.NewRecv(int64(s.cfg.ConnWindow), 4),
 	}
+	c.br = bufio.NewReaderSize(h2meta.ActivityReader{R: nc, Last: &c.lastRead}, 64<<10)
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetMaxReadFrameSize(s.cfg.MaxReadFrameSize)
 	c.fr.SetReuseFrames()
@@ -175,7 +175,6 @@ func (c *conn) run() error {
 			}
 			return err
 		}
-		c.lastRead.Store(time.Now().UnixNano())
 		if first {
 			sf, ok := f.(*http2.SettingsFrame)
 			if !ok || sf.IsAck() {
