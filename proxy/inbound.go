@@ -304,12 +304,13 @@ func (in *Inbound) watch(ctx context.Context) {
 func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := in.cfg.Now()
 	sw := getStatusWriter(w)
-	svc := in.serve(sw, r)
+	svc := in.serve(sw, r, start)
 	in.cfg.Metrics.request(dirInbound, svc, sw.status(), in.cfg.Now().Sub(start).Seconds())
 	putStatusWriter(sw)
 }
 
-func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) (peerService string) {
+// serve handles the request; now is the clock reading taken on arrival.
+func (in *Inbound) serve(w http.ResponseWriter, r *http.Request, now time.Time) (peerService string) {
 	ic, _ := r.Context().Value(inConnKey{}).(*inConn)
 	if ic == nil || len(ic.chain) == 0 {
 		writeJSONError(w, http.StatusForbidden, "no verified peer")
@@ -320,7 +321,7 @@ func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) (peerService st
 		writeJSONError(w, http.StatusBadRequest, "bad request", "detail", "ambiguous message framing (Content-Length with Transfer-Encoding, or conflicting Content-Length)")
 		return ""
 	}
-	if err := in.checkPeer(ic, ic.chain); err != nil {
+	if err := in.checkPeer(ic, ic.chain, now); err != nil {
 		// The connection outlived its peer's validity: refuse, and close it
 		// (Connection: close is a GOAWAY on HTTP/2) so the caller redials.
 		in.log.Info("peer no longer valid", logkey.Error, err.Error())
@@ -333,7 +334,10 @@ func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) (peerService st
 		writeJSONError(w, http.StatusBadRequest, "bad request", "detail", err.Error())
 		return ic.svc
 	}
-	query, err := url.ParseQuery(rawQuery)
+	var query url.Values // nil, not an empty map, for no query: the policy sees {} either way
+	if rawQuery != "" {
+		query, err = url.ParseQuery(rawQuery)
+	}
 	if err != nil {
 		writeJSONError(w, http.StatusBadRequest, "bad request", "detail", "invalid query")
 		return ic.svc
@@ -388,7 +392,7 @@ var teTrailersValue = []string{"trailers"}
 // checkPeer computes the connection's peer identity once, and re-verifies the
 // chain when the bundle changed since it was last verified; an expired peer
 // certificate is refused at every request.
-func (in *Inbound) checkPeer(ic *inConn, chain []*x509.Certificate) error {
+func (in *Inbound) checkPeer(ic *inConn, chain []*x509.Certificate, now time.Time) error {
 	ic.once.Do(func() {
 		ic.peer, ic.err = svidcheck.Leaf(chain[0])
 		if ic.err == nil {
@@ -399,7 +403,6 @@ func (in *Inbound) checkPeer(ic *inConn, chain []*x509.Certificate) error {
 	if ic.err != nil {
 		return ic.err
 	}
-	now := in.cfg.Now()
 	if now.After(chain[0].NotAfter) {
 		return fmt.Errorf("check peer %s: certificate expired at %s", ic.peer, chain[0].NotAfter.UTC().Format(time.RFC3339))
 	}
