@@ -45,9 +45,10 @@ type runEnv struct {
 	// setProcs sets the scheduler's processor count (runtime.GOMAXPROCS in
 	// the real process; nil in tests, which share one process).
 	setProcs func(int)
-	// gcFloor keeps the collector's heap goal at least floor bytes until
-	// ctx ends (internal/gcfloor in the real process; nil in tests).
-	gcFloor func(ctx context.Context, floor uint64)
+	// gcPace lets the heap grow up to headroom bytes between collections
+	// under load until ctx ends (internal/gcpace in the real process; nil
+	// in tests, which share one process).
+	gcPace func(ctx context.Context, headroom uint64)
 }
 
 // command is one subcommand, e.g. "ca init".

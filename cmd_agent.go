@@ -78,10 +78,10 @@ type agentConfig struct {
 	// cpus is the Go scheduler's processor count (GOMAXPROCS) to set; 0
 	// leaves the runtime's (all CPUs, or the GOMAXPROCS variable).
 	cpus int
-	// gcFloorMiB is the heap size (MiB) below which the collector should
-	// not need to run (internal/gcfloor); 0 leaves Go's pacing alone, as
-	// does a GOGC variable.
-	gcFloorMiB int
+	// gcHeadroomMiB is the most the heap may grow between two collections
+	// under load (internal/gcpace); 0 leaves Go's pacing alone, as does a
+	// GOGC variable.
+	gcHeadroomMiB int
 }
 
 // maxSocketPath is the longest unix socket path the kernel accepts.
@@ -130,7 +130,7 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 		defaultCPUs = min(2, runtime.NumCPU())
 	}
 	fs.IntVar(&c.cpus, "cpus", defaultCPUs, "processors the agent's Go scheduler runs on (GOMAXPROCS); 0: all. A sidecar defaults to 2 (as Istio's sidecar concurrency): it should not compete with its app for every CPU; 1 costs less CPU per request at low load but lets one slow syscall stall the agent for milliseconds")
-	fs.IntVar(&c.gcFloorMiB, "gc-floor", 64, "heap size in MiB the Go garbage collector lets the agent reach before collecting while its live heap is small (a few MiB live would otherwise mean 15-25 collections a second under load); 0: Go's default pacing. A GOGC variable turns it off; GOMEMLIMIT still caps the heap")
+	fs.IntVar(&c.gcHeadroomMiB, "gc-headroom", 64, "under load, how far (MiB) the heap may grow above what is live before the Go garbage collector runs, so that it runs about twice a second rather than 15-25 times; idle or at low rates Go's default pacing applies. 0 turns it off, as does a GOGC variable; GOMEMLIMIT still caps the heap")
 	for _, add := range extraFlags {
 		add(fs)
 	}
@@ -147,13 +147,13 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	if !cpusGiven && env.getenv("GOMAXPROCS") != "" {
 		c.cpus = 0 // the runtime already follows GOMAXPROCS
 	}
-	if c.gcFloorMiB < 0 || c.gcFloorMiB > 1<<20 {
-		return nil, usagef("%s: --gc-floor %d out of range (0..1048576 MiB; 0 turns it off)", n, c.gcFloorMiB)
+	if c.gcHeadroomMiB < 0 || c.gcHeadroomMiB > 1<<20 {
+		return nil, usagef("%s: --gc-headroom %d out of range (0..1048576 MiB; 0 turns it off)", n, c.gcHeadroomMiB)
 	}
-	floorGiven := false
-	fs.Visit(func(f *flag.Flag) { floorGiven = floorGiven || f.Name == "gc-floor" })
-	if !floorGiven && env.getenv("GOGC") != "" {
-		c.gcFloorMiB = 0 // the runtime already follows GOGC
+	headroomGiven := false
+	fs.Visit(func(f *flag.Flag) { headroomGiven = headroomGiven || f.Name == "gc-headroom" })
+	if !headroomGiven && env.getenv("GOGC") != "" {
+		c.gcHeadroomMiB = 0 // the runtime already follows GOGC
 	}
 	if c.decisionCacheTTL <= 0 {
 		return nil, usagef("%s: --decision-cache-ttl %s: want a positive duration", n, c.decisionCacheTTL)
@@ -366,8 +366,8 @@ func runAgent(ctx context.Context, env *runEnv, cfg *agentConfig, extra func(*da
 	if cfg.cpus > 0 && env.setProcs != nil {
 		env.setProcs(cfg.cpus)
 	}
-	if cfg.gcFloorMiB > 0 && env.gcFloor != nil {
-		env.gcFloor(ctx, uint64(cfg.gcFloorMiB)<<20)
+	if cfg.gcHeadroomMiB > 0 && env.gcPace != nil {
+		env.gcPace(ctx, uint64(cfg.gcHeadroomMiB)<<20)
 	}
 	log := env.logger
 	reg := prometheus.NewRegistry()

@@ -55,8 +55,8 @@ func TestAgentBadFlags(t *testing.T) {
 		{name: "tiny max header bytes", args: with("--max-header-bytes", "10"), wantErr: "--max-header-bytes 10 out of range"},
 		{name: "negative cpus", args: with("--cpus", "-1"), wantErr: "--cpus -1 out of range (0..1024; 0 uses all)"},
 		{name: "cpus not a number", args: with("--cpus", "two"), wantErr: `invalid value "two" for flag -cpus`},
-		{name: "negative gc floor", args: with("--gc-floor", "-1"), wantErr: "--gc-floor -1 out of range (0..1048576 MiB; 0 turns it off)"},
-		{name: "gc floor with a unit", args: with("--gc-floor", "64MiB"), wantErr: `invalid value "64MiB" for flag -gc-floor`},
+		{name: "negative gc headroom", args: with("--gc-headroom", "-1"), wantErr: "--gc-headroom -1 out of range (0..1048576 MiB; 0 turns it off)"},
+		{name: "gc headroom with a unit", args: with("--gc-headroom", "64MiB"), wantErr: `invalid value "64MiB" for flag -gc-headroom`},
 		{name: "negative decision cache", args: with("--decision-cache", "-1"), wantErr: "--decision-cache -1: want 0 (off) or a positive size"},
 		{name: "zero decision cache TTL", args: with("--decision-cache-ttl", "0s"), wantErr: "--decision-cache-ttl 0s: want a positive duration"},
 		{name: "weight too high", args: with("--weight", "1001"), wantErr: "--weight 1001 out of range (1..1000)"},
@@ -138,10 +138,11 @@ func TestAgentCPUs(t *testing.T) {
 	}
 }
 
-// TestAgentGCFloor: agents and edges keep a 64 MiB heap floor unless
-// --gc-floor (or MESHGUARD_GC_FLOOR) says otherwise; a GOGC variable is
-// respected when --gc-floor is not given.
-func TestAgentGCFloor(t *testing.T) {
+// TestAgentGCHeadroom: agents and edges let the heap grow by up to 64 MiB
+// between collections under load unless --gc-headroom (or
+// MESHGUARD_GC_HEADROOM) says otherwise; a GOGC variable is respected when
+// --gc-headroom is not given.
+func TestAgentGCHeadroom(t *testing.T) {
 	base := []string{"--ca", "https://ca:8443", "--ca-fingerprint", strings.Repeat("ab", 32), "--token", "t", "--service", "web"}
 	tests := []struct {
 		name string
@@ -152,11 +153,11 @@ func TestAgentGCFloor(t *testing.T) {
 	}{
 		{name: "agent default", cmd: "agent", want: 64},
 		{name: "edge default", cmd: "edge", want: 64},
-		{name: "flag", cmd: "agent", args: []string{"--gc-floor", "256"}, want: 256},
-		{name: "off", cmd: "agent", args: []string{"--gc-floor", "0"}, want: 0},
-		{name: "env", cmd: "agent", vars: map[string]string{"MESHGUARD_GC_FLOOR": "32"}, want: 32},
+		{name: "flag", cmd: "agent", args: []string{"--gc-headroom", "256"}, want: 256},
+		{name: "off", cmd: "agent", args: []string{"--gc-headroom", "0"}, want: 0},
+		{name: "env", cmd: "agent", vars: map[string]string{"MESHGUARD_GC_HEADROOM": "32"}, want: 32},
 		{name: "GOGC respected", cmd: "agent", vars: map[string]string{"GOGC": "200"}, want: 0},
-		{name: "flag wins over GOGC", cmd: "edge", args: []string{"--gc-floor", "16"}, vars: map[string]string{"GOGC": "off"}, want: 16},
+		{name: "flag wins over GOGC", cmd: "edge", args: []string{"--gc-headroom", "16"}, vars: map[string]string{"GOGC": "off"}, want: 16},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,8 +166,8 @@ func TestAgentGCFloor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.gcFloorMiB != tc.want {
-				t.Fatalf("gcFloorMiB = %d, want %d", c.gcFloorMiB, tc.want)
+			if c.gcHeadroomMiB != tc.want {
+				t.Fatalf("gcHeadroomMiB = %d, want %d", c.gcHeadroomMiB, tc.want)
 			}
 		})
 	}

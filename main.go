@@ -13,7 +13,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/meshguard/meshguard/internal/gcfloor"
+	"github.com/meshguard/meshguard/internal/gcpace"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -27,8 +27,8 @@ func main() {
 		getenv:   os.Getenv,
 		logger:   slog.New(slog.NewJSONHandler(os.Stderr, nil)),
 		setProcs: func(n int) { runtime.GOMAXPROCS(n) },
-		gcFloor: func(ctx context.Context, floor uint64) {
-			(&gcfloor.Tuner{Floor: floor}).Run(ctx)
+		gcPace: func(ctx context.Context, headroom uint64) {
+			(&gcpace.Tuner{MaxHeadroom: headroom}).Run(ctx)
 		},
 	})
 	stop()
