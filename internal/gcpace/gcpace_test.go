@@ -13,22 +13,23 @@ const mib = 1 << 20
 
 func TestHeadroom(t *testing.T) {
 	for _, tc := range []struct {
-		name            string
-		rate, perSecond float64
-		most            uint64
-		want            uint64
+		name     string
+		rate     float64
+		interval time.Duration
+		most     uint64
+		want     uint64
 	}{
-		{"busy: a cycle per half second of allocation", 40 * mib, 2, 64 * mib, 20 * mib},
-		{"very busy: capped", 400 * mib, 2, 64 * mib, 64 * mib},
-		{"idle", 0, 2, 64 * mib, 0},
-		{"no rate yet (NaN)", math.NaN(), 2, 64 * mib, 0},
-		{"negative rate", -1, 2, 64 * mib, 0},
-		{"no target rate", 40 * mib, 0, 64 * mib, 0},
-		{"infinite rate: capped", math.Inf(1), 2, 64 * mib, 64 * mib},
+		{"1000 req/s: ten seconds of allocation", 4 * mib, 10 * time.Second, 64 * mib, 40 * mib},
+		{"busy: capped", 100 * mib, 10 * time.Second, 64 * mib, 64 * mib},
+		{"idle", 0, 10 * time.Second, 64 * mib, 0},
+		{"no rate yet (NaN)", math.NaN(), 10 * time.Second, 64 * mib, 0},
+		{"negative rate", -1, 10 * time.Second, 64 * mib, 0},
+		{"no interval", 40 * mib, 0, 64 * mib, 0},
+		{"infinite rate: capped", math.Inf(1), 10 * time.Second, 64 * mib, 64 * mib},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Headroom(tc.rate, tc.perSecond, tc.most); got != tc.want {
-				t.Fatalf("Headroom(%v, %v, %d) = %d, want %d", tc.rate, tc.perSecond, tc.most, got, tc.want)
+			if got := Headroom(tc.rate, tc.interval, tc.most); got != tc.want {
+				t.Fatalf("Headroom(%v, %v, %d) = %d, want %d", tc.rate, tc.interval, tc.most, got, tc.want)
 			}
 		})
 	}
