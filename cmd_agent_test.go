@@ -103,26 +103,35 @@ func TestAgentBadFlags(t *testing.T) {
 	}
 }
 
-// TestAgentCPUs: an agent (a sidecar) runs on at most two scheduler
-// processors unless --cpus (or MESHGUARD_CPUS) says otherwise; a GOMAXPROCS variable
-// is respected when --cpus is not given; the edge keeps the runtime's
-// default.
-func TestAgentCPUs(t *testing.T) {
+// TestAgentRuntimeFlags: the Go runtime settings of an agent. A sidecar
+// runs on at most two scheduler processors unless --cpus (or
+// MESHGUARD_CPUS) says otherwise, and a GOMAXPROCS variable is respected
+// when --cpus is not given; the edge keeps the runtime's default. Both
+// let the heap grow by up to 64 MiB between collections under load unless
+// --gc-headroom (or MESHGUARD_GC_HEADROOM) says otherwise, and a GOGC
+// variable is respected when --gc-headroom is not given.
+func TestAgentRuntimeFlags(t *testing.T) {
 	base := []string{"--ca", "https://ca:8443", "--ca-fingerprint", strings.Repeat("ab", 32), "--token", "t", "--service", "web"}
+	two := min(2, runtime.NumCPU())
 	tests := []struct {
-		name string
-		cmd  string
-		args []string
-		vars map[string]string
-		want int
+		name           string
+		cmd            string
+		args           []string
+		vars           map[string]string
+		cpus, headroom int
 	}{
-		{name: "agent default", cmd: "agent", want: min(2, runtime.NumCPU())},
-		{name: "agent flag", cmd: "agent", args: []string{"--cpus", "4"}, want: 4},
-		{name: "agent all", cmd: "agent", args: []string{"--cpus", "0"}, want: 0},
-		{name: "agent env", cmd: "agent", vars: map[string]string{"MESHGUARD_CPUS": "3"}, want: 3},
-		{name: "GOMAXPROCS respected", cmd: "agent", vars: map[string]string{"GOMAXPROCS": "2"}, want: 0},
-		{name: "flag wins over GOMAXPROCS", cmd: "agent", args: []string{"--cpus", "2"}, vars: map[string]string{"GOMAXPROCS": "8"}, want: 2},
-		{name: "edge default", cmd: "edge", want: 0},
+		{name: "agent default", cmd: "agent", cpus: two, headroom: 64},
+		{name: "edge default", cmd: "edge", cpus: 0, headroom: 64},
+		{name: "cpus flag", cmd: "agent", args: []string{"--cpus", "4"}, cpus: 4, headroom: 64},
+		{name: "cpus all", cmd: "agent", args: []string{"--cpus", "0"}, cpus: 0, headroom: 64},
+		{name: "cpus env", cmd: "agent", vars: map[string]string{"MESHGUARD_CPUS": "3"}, cpus: 3, headroom: 64},
+		{name: "GOMAXPROCS respected", cmd: "agent", vars: map[string]string{"GOMAXPROCS": "2"}, cpus: 0, headroom: 64},
+		{name: "cpus flag wins over GOMAXPROCS", cmd: "agent", args: []string{"--cpus", "2"}, vars: map[string]string{"GOMAXPROCS": "8"}, cpus: 2, headroom: 64},
+		{name: "headroom flag", cmd: "agent", args: []string{"--gc-headroom", "256"}, cpus: two, headroom: 256},
+		{name: "headroom off", cmd: "agent", args: []string{"--gc-headroom", "0"}, cpus: two, headroom: 0},
+		{name: "headroom env", cmd: "agent", vars: map[string]string{"MESHGUARD_GC_HEADROOM": "32"}, cpus: two, headroom: 32},
+		{name: "GOGC respected", cmd: "agent", vars: map[string]string{"GOGC": "200"}, cpus: two, headroom: 0},
+		{name: "headroom flag wins over GOGC", cmd: "edge", args: []string{"--gc-headroom", "16"}, vars: map[string]string{"GOGC": "off"}, cpus: 0, headroom: 16},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -131,43 +140,8 @@ func TestAgentCPUs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.cpus != tc.want {
-				t.Fatalf("cpus = %d, want %d", c.cpus, tc.want)
-			}
-		})
-	}
-}
-
-// TestAgentGCHeadroom: agents and edges let the heap grow by up to 64 MiB
-// between collections under load unless --gc-headroom (or
-// MESHGUARD_GC_HEADROOM) says otherwise; a GOGC variable is respected when
-// --gc-headroom is not given.
-func TestAgentGCHeadroom(t *testing.T) {
-	base := []string{"--ca", "https://ca:8443", "--ca-fingerprint", strings.Repeat("ab", 32), "--token", "t", "--service", "web"}
-	tests := []struct {
-		name string
-		cmd  string
-		args []string
-		vars map[string]string
-		want int
-	}{
-		{name: "agent default", cmd: "agent", want: 64},
-		{name: "edge default", cmd: "edge", want: 64},
-		{name: "flag", cmd: "agent", args: []string{"--gc-headroom", "256"}, want: 256},
-		{name: "off", cmd: "agent", args: []string{"--gc-headroom", "0"}, want: 0},
-		{name: "env", cmd: "agent", vars: map[string]string{"MESHGUARD_GC_HEADROOM": "32"}, want: 32},
-		{name: "GOGC respected", cmd: "agent", vars: map[string]string{"GOGC": "200"}, want: 0},
-		{name: "flag wins over GOGC", cmd: "edge", args: []string{"--gc-headroom", "16"}, vars: map[string]string{"GOGC": "off"}, want: 16},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			env, _, _ := testEnv(tc.vars)
-			c, err := parseAgentConfig(tc.cmd, env, append(append([]string{}, base...), tc.args...))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.gcHeadroomMiB != tc.want {
-				t.Fatalf("gcHeadroomMiB = %d, want %d", c.gcHeadroomMiB, tc.want)
+			if c.cpus != tc.cpus || c.gcHeadroomMiB != tc.headroom {
+				t.Fatalf("cpus %d, gc headroom %d MiB; want %d, %d", c.cpus, c.gcHeadroomMiB, tc.cpus, tc.headroom)
 			}
 		})
 	}
