@@ -130,7 +130,7 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 		defaultCPUs = min(2, runtime.NumCPU())
 	}
 	fs.IntVar(&c.cpus, "cpus", defaultCPUs, "processors the agent's Go scheduler runs on (GOMAXPROCS); 0: all. A sidecar defaults to 2 (as Istio's sidecar concurrency): it should not compete with its app for every CPU; 1 costs less CPU per request at low load but lets one slow syscall stall the agent for milliseconds")
-	fs.IntVar(&c.gcHeadroomMiB, "gc-headroom", 64, "how far (MiB) the heap may grow above what is live between two Go garbage collections: under load the agent paces them about 10 s apart, up to this much growth (Go's default would run one every 4 MiB or so: 15-25 a second at full load, each a latency blip); idle, Go's default pacing applies. 0 turns it off, as does a GOGC variable; GOMEMLIMIT still caps the heap")
+	fs.IntVar(&c.gcHeadroomMiB, "gc-headroom", 64, "how far (MiB) the heap may grow above what is live between two Go garbage collections: under load the agent paces them about 10 s apart, up to this much growth (with a few MiB live, Go's default runs one every few MiB allocated: 15-25 a second at full load, each a latency blip); idle, Go's default pacing applies. 0 turns it off, as does a GOGC variable; GOMEMLIMIT still caps the heap")
 	for _, add := range extraFlags {
 		add(fs)
 	}
