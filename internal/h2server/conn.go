@@ -68,6 +68,34 @@ type conn struct {
 	closeTimer  *time.Timer
 	pingTimer   *time.Timer
 	pingAt      int64 // unix nanoseconds of an unanswered PING, 0 = none
+	// cutShort: the streams most recently removed while the client could
+	// still send on them (see recentlyCut).
+	cutShort     [cutShortKept]cutStream
+	cutShortNext int
+}
+
+// cutShortKept is how many streams closed before the client's END_STREAM
+// a connection remembers: frames the client sent before it saw their
+// RST_STREAM are then ignored, as RFC 9113 §5.1 requires, instead of
+// ending the connection.
+const cutShortKept = 64
+
+// cutStream is one of them; byPeer: the client reset it.
+type cutStream struct {
+	id     uint32
+	byPeer bool
+}
+
+// recentlyCut reports whether stream id is one of the streams recently
+// removed before the client ended it, and whether the client reset it.
+// Called with c.mu held.
+func (c *conn) recentlyCut(id uint32) (found, byPeer bool) {
+	for _, cs := range c.cutShort {
+		if cs.id == id {
+			return true, cs.byPeer
+		}
+	}
+	return false, false
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -252,7 +280,20 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return c.onTrailers(st, f)
 	}
 	if id <= c.maxSeen {
+		found, byPeer := c.recentlyCut(id)
 		c.mu.Unlock()
+		switch {
+		case found && byPeer:
+			// Nothing may follow the client's own RST_STREAM: a stream
+			// error (RFC 9113 §5.1, closed).
+			c.writeReset(id, http2.ErrCodeStreamClosed)
+			return nil
+		case found:
+			// Sent before the client saw our RST_STREAM: ignored. Its
+			// header block was decoded all the same, so HPACK state
+			// stays in step.
+			return nil
+		}
 		return connError{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
 	}
 	c.maxSeen = id
@@ -416,12 +457,17 @@ func (c *conn) onData(f *http2.DataFrame) error {
 			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
 		}
 		upd := c.recv.Credit(n)
+		ignore := false
 		if st != nil {
 			c.resetLocked(st, errStreamClosed)
+		} else if found, byPeer := c.recentlyCut(id); found && !byPeer {
+			ignore = true // in flight before our RST_STREAM arrived
 		}
 		c.mu.Unlock()
 		c.writeUpdates(upd, 0, 0)
-		c.writeReset(id, http2.ErrCodeStreamClosed)
+		if !ignore {
+			c.writeReset(id, http2.ErrCodeStreamClosed)
+		}
 		return nil
 	}
 	if !st.recv.Take(n) {
@@ -497,6 +543,7 @@ func (c *conn) onReset(f *http2.RSTStreamFrame) error {
 		}
 		return nil
 	}
+	st.peerReset = true
 	c.resetLocked(st, fmt.Errorf("stream reset by the client (%v)", f.ErrCode))
 	return nil
 }
@@ -605,6 +652,10 @@ func (c *conn) removeLocked(st *stream) {
 	}
 	st.inMap = false
 	delete(c.streams, st.id)
+	if !st.remoteClosed {
+		c.cutShort[c.cutShortNext] = cutStream{st.id, st.peerReset}
+		c.cutShortNext = (c.cutShortNext + 1) % cutShortKept
+	}
 	c.maybeIdleLocked()
 }
 

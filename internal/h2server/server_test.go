@@ -1160,3 +1160,75 @@ func TestAdoptHeader(t *testing.T) {
 		})
 	}
 }
+
+// TestFramesAfterCutShort: a stream the server closed before the client
+// ended it (the handler answered without reading the whole request) may
+// still receive what the client sent before it saw the RST_STREAM: those
+// frames are ignored (RFC 9113 §5.1), the connection lives on. Frames after
+// the client's own RST_STREAM are a stream error. Only the most recent
+// such streams are remembered: an old one is a connection error again, as
+// is any frame on a stream that ended normally (TestConnectionErrors).
+func TestFramesAfterCutShort(t *testing.T) {
+	// quiet checks, a PING round trip later, that the server sent nothing
+	// on stream id and did not end the connection.
+	quiet := func(rc *rawConn, id uint32) {
+		t.Helper()
+		p := [8]byte{'c', 'u', 't', byte(id)}
+		rc.check(rc.fr.WritePing(false, p))
+		rc.await("PING ACK", func(f http2.Frame) bool {
+			switch ff := f.(type) {
+			case *http2.GoAwayFrame:
+				t.Fatalf("GOAWAY %v", ff.ErrCode)
+			case *http2.MetaHeadersFrame, *http2.DataFrame, *http2.RSTStreamFrame:
+				if f.Header().StreamID == id {
+					t.Fatalf("frame %v on stream %d, want none", f, id)
+				}
+			}
+			pf, ok := f.(*http2.PingFrame)
+			return ok && pf.IsAck() && pf.Data == p
+		})
+	}
+	// cutShort opens stream id with a body the handler never reads.
+	cutShort := func(rc *rawConn, id uint32) {
+		t.Helper()
+		rc.request(id, "POST", "/hello", false)
+		if r := rc.readResponse(id); r.status != "200" {
+			t.Fatalf("stream %d: status %s", id, r.status)
+		}
+		rc.expectReset(id, http2.ErrCodeNo)
+	}
+	stillServes := func(rc *rawConn, id uint32) {
+		t.Helper()
+		rc.request(id, "GET", "/hello", true)
+		if r := rc.readResponse(id); r.status != "200" || string(r.body) != "hello" {
+			t.Fatalf("stream %d after the ignored frames: %s %q", id, r.status, r.body)
+		}
+	}
+
+	t.Run("body and trailers in flight: ignored", func(t *testing.T) {
+		rc := newRaw(t, newTestServer(t, Config{Handler: http.HandlerFunc(echoHandler)}))
+		cutShort(rc, 1)
+		rc.data(1, false, []byte("late body"))
+		rc.headers(1, true, "x-checksum", "abc")
+		quiet(rc, 1)
+		stillServes(rc, 3)
+	})
+	t.Run("HEADERS after the client's RST_STREAM: stream error", func(t *testing.T) {
+		rc := newRaw(t, newTestServer(t, Config{Handler: http.HandlerFunc(echoHandler)}))
+		rc.request(1, "POST", "/echo", false)
+		rc.check(rc.fr.WriteRSTStream(1, http2.ErrCodeCancel))
+		rc.headers(1, true, "x-checksum", "abc")
+		rc.expectReset(1, http2.ErrCodeStreamClosed)
+		stillServes(rc, 3)
+	})
+	t.Run("forgotten after 64 more: connection error", func(t *testing.T) {
+		ts := newTestServer(t, Config{Handler: http.HandlerFunc(echoHandler)})
+		rc := newRaw(t, ts)
+		for i := range uint32(cutShortKept + 1) {
+			cutShort(rc, 2*i+1)
+		}
+		rc.headers(1, true, "x-checksum", "abc")
+		rc.expectGoAway(http2.ErrCodeStreamClosed, true)
+		ts.waitServed()
+	})
+}

@@ -34,6 +34,7 @@ type stream struct {
 	remoteClosed bool // END_STREAM received
 	localClosed  bool // END_STREAM sent
 	reset        bool
+	peerReset    bool // reset by the client's RST_STREAM
 	bodyClosed   bool
 	recv         h2flow.Recv       // what the client may still send on this stream
 	send         h2flow.SendStream // what we may still send on it
