@@ -208,6 +208,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 				return err
 			}
 			w.sentHeader = true
+			st.responded = true
 		}
 		var err error
 		switch {

@@ -1232,3 +1232,66 @@ func TestFramesAfterCutShort(t *testing.T) {
 		ts.waitServed()
 	})
 }
+
+// TestExpectContinue: 100 Continue is sent when the handler first reads a
+// body the client holds back, and never once the final response headers
+// have left (a 1xx after them would be malformed), nor when the handler
+// never reads.
+func TestExpectContinue(t *testing.T) {
+	ts := newTestServer(t, Config{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/read-first":
+			_, _ = io.Copy(w, r.Body)
+		case "/flush-first":
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			_, _ = io.Copy(w, r.Body)
+		case "/ignore":
+			_, _ = io.WriteString(w, "no")
+		}
+	})})
+	for i, tc := range []struct {
+		path         string
+		wantContinue bool
+		wantBody     string
+	}{
+		{"/read-first", true, "ping"},
+		{"/flush-first", false, "ping"},
+		{"/ignore", false, "no"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			rc := newRaw(t, ts)
+			id := uint32(2*i + 1)
+			rc.request(id, "POST", tc.path, false, "expect", "100-continue")
+			first := rc.await("HEADERS", func(f http2.Frame) bool {
+				h, ok := f.(*http2.MetaHeadersFrame)
+				return ok && h.StreamID == id
+			}).(*http2.MetaHeadersFrame)
+			if got := first.PseudoValue("status") == "100"; got != tc.wantContinue {
+				t.Fatalf("first HEADERS :status %s, want 100 Continue: %v", first.PseudoValue("status"), tc.wantContinue)
+			}
+			if tc.path != "/ignore" {
+				rc.data(id, true, []byte("ping"))
+			}
+			var body []byte
+			rc.await("END_STREAM", func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.MetaHeadersFrame:
+					if f.StreamID == id && f.PseudoValue("status") == "100" {
+						t.Fatal("100 Continue after the final response headers")
+					}
+					return f.StreamID == id && f.StreamEnded()
+				case *http2.DataFrame:
+					if f.StreamID == id {
+						body = append(body, f.Data()...)
+						return f.StreamEnded()
+					}
+				}
+				return false
+			})
+			if string(body) != tc.wantBody {
+				t.Fatalf("body %q, want %q", body, tc.wantBody)
+			}
+		})
+	}
+}

@@ -44,6 +44,7 @@ type stream struct {
 	off          int
 	bodyErr      error // io.EOF once the body is complete
 	needContinue bool
+	responded    bool // final response HEADERS written; guarded by c.w's lock
 
 	// Made (under c.mu) by the first goroutine that waits on them; a
 	// notification with no waiter yet (nil channel) is a no-op, and the
@@ -274,7 +275,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		st.needContinue = false
 		if len(st.buf) == st.off && st.bodyErr == nil {
 			c.mu.Unlock()
-			c.writeContinue(st.id)
+			c.writeContinue(st)
 			c.mu.Lock()
 		}
 	}
@@ -337,11 +338,18 @@ func (b *requestBody) Close() error {
 	return nil
 }
 
-func (c *conn) writeContinue(id uint32) {
+// writeContinue sends 100 Continue on st, unless its final response
+// headers have already left: a 1xx after them would be malformed (RFC 9113
+// §8.1), and the client that sees a final status sends its body anyway.
+func (c *conn) writeContinue(st *stream) {
 	c.w.Lock()
+	if st.responded || !c.startFrames(st, false) { // (nothing either on a reset stream)
+		c.w.Unlock()
+		return
+	}
 	c.hbuf.Reset()
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
-	_ = c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
+	_ = c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
 	_ = c.w.UnlockFlush()
 }
 
