@@ -82,6 +82,9 @@ type Tuner struct {
 	Base int
 	// OnSet, when not nil, observes every change (tests).
 	OnSet func(percent int)
+	// Now is the clock the allocation rate is measured with (time.Now
+	// when nil; a fake clock in tests).
+	Now func() time.Time
 
 	mu         sync.Mutex
 	stopped    bool
@@ -90,7 +93,6 @@ type Tuner struct {
 	lastAllocs uint64
 	lastAt     time.Time
 	rate       float64 // bytes allocated per second, smoothed
-	tau        float64 // seconds; rateTau unless a test says otherwise
 }
 
 // rateTau is the time constant of the allocation rate average: a burst of
@@ -98,10 +100,9 @@ type Tuner struct {
 // sustained load within seconds.
 const rateTau = 5.0 // seconds
 
-// smoothRate folds a rate measured over d seconds into the average avg
-// whose time constant is tau seconds.
-func smoothRate(avg, rate, d, tau float64) float64 {
-	w := math.Exp(-d / tau)
+// smoothRate folds a rate measured over d seconds into the average avg.
+func smoothRate(avg, rate, d float64) float64 {
+	w := math.Exp(-d / rateTau)
 	return avg*w + rate*(1-w)
 }
 
@@ -122,8 +123,8 @@ func (t *Tuner) Run(ctx context.Context) {
 	if t.Interval == 0 {
 		t.Interval = DefaultInterval
 	}
-	if t.tau == 0 {
-		t.tau = rateTau
+	if t.Now == nil {
+		t.Now = time.Now
 	}
 	t.samples = []metrics.Sample{
 		{Name: "/gc/heap/live:bytes"},
@@ -167,10 +168,10 @@ func (t *Tuner) apply() bool {
 			v[i] = s.Value.Uint64()
 		}
 	}
-	now := time.Now()
+	now := t.Now()
 	if !t.lastAt.IsZero() && v[3] >= t.lastAllocs {
 		if d := now.Sub(t.lastAt).Seconds(); d > 0 {
-			t.rate = smoothRate(t.rate, float64(v[3]-t.lastAllocs)/d, d, t.tau)
+			t.rate = smoothRate(t.rate, float64(v[3]-t.lastAllocs)/d, d)
 		}
 	}
 	t.lastAllocs, t.lastAt = v[3], now

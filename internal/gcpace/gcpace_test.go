@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/clock"
 )
 
 const mib = 1 << 20
@@ -63,13 +65,13 @@ func TestPercent(t *testing.T) {
 
 func TestSmoothRate(t *testing.T) {
 	// A 0.2 s burst at 500 MB/s after idling barely moves the average ...
-	if got := smoothRate(0, 500e6, 0.2, rateTau); got > 25e6 {
+	if got := smoothRate(0, 500e6, 0.2); got > 25e6 {
 		t.Fatalf("a 0.2s burst moved the average to %.0f B/s", got)
 	}
 	// ... while 10 s of 100 MB/s in 50 ms cycles brings it near 100 MB/s.
 	avg := 0.0
 	for range 200 {
-		avg = smoothRate(avg, 100e6, 0.05, rateTau)
+		avg = smoothRate(avg, 100e6, 0.05)
 	}
 	if avg < 85e6 || avg > 100e6 {
 		t.Fatalf("after 10s at 100 MB/s the average is %.0f B/s", avg)
@@ -95,25 +97,41 @@ func (r *recorder) last() (int, int) {
 
 var sink []byte
 
-// cycle allocates garbage bytes (about as fast as the machine can: a busy
-// agent) then collects.
-func cycle(garbage int) {
-	for i := 0; i < garbage; i += 64 << 10 {
+// load is a test's workload: each cycle allocates garbage bytes, moves
+// the fake clock by elapsed (the time that allocation "took"), then
+// collects. A fake clock makes the allocation rate the tuner sees the
+// same on any machine: 8 MiB per 100 ms is a busy agent, nothing per 10 s
+// an idle one.
+type load struct {
+	garbage int
+	elapsed time.Duration
+}
+
+var (
+	busy = load{garbage: 8 * mib, elapsed: 100 * time.Millisecond}
+	idle = load{garbage: 0, elapsed: 10 * time.Second}
+)
+
+func (l load) cycle(clk *clock.Fake) {
+	for i := 0; i < l.garbage; i += 64 << 10 {
 		sink = make([]byte, 64<<10)
 	}
+	clk.Advance(l.elapsed)
 	runtime.GC()
 }
 
-// waitFor runs cycles until the last value set satisfies ok.
-func waitFor(t *testing.T, r *recorder, garbage int, what string, ok func(int) bool) {
+// waitFor runs cycles of l until the last value set satisfies ok. The
+// cleanup that applies a cycle runs on its own goroutine, a moment after
+// the collection.
+func waitFor(t *testing.T, r *recorder, clk *clock.Fake, l load, what string, ok func(int) bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if p, n := r.last(); n > 0 && ok(p) {
 			return
 		}
-		cycle(garbage)
-		runtime.Gosched() // let the cleanup goroutine run
+		l.cycle(clk)
+		runtime.Gosched()
 	}
 	p, _ := r.last()
 	t.Fatalf("GOGC never became %s (last set: %d)", what, p)
@@ -125,26 +143,28 @@ func waitFor(t *testing.T, r *recorder, garbage int, what string, ok func(int) b
 // context restores it for good.
 func TestTunerFollowsLoad(t *testing.T) {
 	r := &recorder{}
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// A short average (50 ms): the test's cycles take milliseconds.
-	(&Tuner{MaxHeadroom: 64 * mib, OnSet: r.add, tau: 0.05}).Run(ctx)
+	(&Tuner{MaxHeadroom: 64 * mib, OnSet: r.add, Now: clk.Now}).Run(ctx)
 
-	waitFor(t, r, 8*mib, "raised while allocating fast", func(p int) bool { return p > 100 })
+	raised := func(p int) bool { return p > 100 }
+	base := func(p int) bool { return p == 100 }
+	waitFor(t, r, clk, busy, "raised while allocating fast", raised)
 
 	keep := make([]byte, 96*mib) // never written: no resident memory
-	waitFor(t, r, 8*mib, "the base with 96 MiB live", func(p int) bool { return p == 100 })
+	waitFor(t, r, clk, busy, "the base with 96 MiB live", base)
 	runtime.KeepAlive(keep)
 
-	waitFor(t, r, 8*mib, "raised again once the live heap is small", func(p int) bool { return p > 100 })
-	waitFor(t, r, 0, "the base once allocation stops", func(p int) bool { return p == 100 })
+	waitFor(t, r, clk, busy, "raised again once the live heap is small", raised)
+	waitFor(t, r, clk, idle, "the base once allocation stops", base)
 
-	waitFor(t, r, 8*mib, "raised under load once more", func(p int) bool { return p > 100 })
+	waitFor(t, r, clk, busy, "raised under load once more", raised)
 	cancel()
-	waitFor(t, r, 8*mib, "the base after the context ended", func(p int) bool { return p == 100 })
+	waitFor(t, r, clk, busy, "the base after the context ended", base)
 	_, n := r.last()
 	for range 5 {
-		cycle(8 * mib)
+		busy.cycle(clk)
 	}
 	if p, n2 := r.last(); n2 != n {
 		t.Fatalf("a stopped tuner set GOGC again (to %d)", p)
