@@ -66,6 +66,13 @@ func newFlagSet(name string, env *runEnv) *flag.FlagSet {
 	return fs
 }
 
+// flagGiven reports whether flag name was set, on the command line or from
+// its MESHGUARD_* variable (after parseFlags).
+func flagGiven(fs *flag.FlagSet, name string) (given bool) {
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
 // parseFlags parses args, then fills every flag not given on the command line
 // from MESHGUARD_<FLAG> in the environment. Command-line values win. A flag
 // implementing repeatable (a list) takes a comma-separated environment value.

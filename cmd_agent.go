@@ -142,17 +142,13 @@ func parseAgentConfig(name string, env *runEnv, args []string, extraFlags ...fun
 	if c.cpus < 0 || c.cpus > 1024 {
 		return nil, usagef("%s: --cpus %d out of range (0..1024; 0 uses all)", n, c.cpus)
 	}
-	cpusGiven := false
-	fs.Visit(func(f *flag.Flag) { cpusGiven = cpusGiven || f.Name == "cpus" })
-	if !cpusGiven && env.getenv("GOMAXPROCS") != "" {
+	if !flagGiven(fs, "cpus") && env.getenv("GOMAXPROCS") != "" {
 		c.cpus = 0 // the runtime already follows GOMAXPROCS
 	}
 	if c.gcHeadroomMiB < 0 || c.gcHeadroomMiB > 1<<20 {
 		return nil, usagef("%s: --gc-headroom %d out of range (0..1048576 MiB; 0 turns it off)", n, c.gcHeadroomMiB)
 	}
-	headroomGiven := false
-	fs.Visit(func(f *flag.Flag) { headroomGiven = headroomGiven || f.Name == "gc-headroom" })
-	if !headroomGiven && env.getenv("GOGC") != "" {
+	if !flagGiven(fs, "gc-headroom") && env.getenv("GOGC") != "" {
 		c.gcHeadroomMiB = 0 // the runtime already follows GOGC
 	}
 	if c.decisionCacheTTL <= 0 {
