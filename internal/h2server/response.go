@@ -18,7 +18,6 @@ type responseWriter struct {
 	header      http.Header
 	status      int
 	wroteHeader bool // WriteHeader called (or implied)
-	sentHeader  bool // HEADERS frame written
 	ended       bool // END_STREAM written
 	isHead      bool
 	closeConn   bool // the handler set "Connection: close"
@@ -117,7 +116,7 @@ func (w *responseWriter) FlushError() error {
 	if w.buf != nil {
 		b = *w.buf
 	}
-	if len(b) == 0 && w.sentHeader {
+	if len(b) == 0 && w.st.responded {
 		return nil
 	}
 	if err := w.send(b, false); err != nil {
@@ -141,7 +140,7 @@ func (w *responseWriter) finish() error {
 	if w.buf != nil {
 		b = *w.buf
 	}
-	if !w.sentHeader {
+	if !w.st.responded {
 		w.trailers = declaredTrailers(w.header)
 		if len(w.trailers) == 0 && !hasPrefixedTrailers(w.header) && bodyAllowed(w.status) && !w.isHead {
 			if _, ok := w.header["Content-Length"]; !ok {
@@ -171,7 +170,7 @@ func (w *responseWriter) release() {
 func (w *responseWriter) send(data []byte, end bool) error {
 	st := w.st
 	c := st.c
-	if !w.sentHeader {
+	if !w.st.responded {
 		if w.trailers == nil {
 			w.trailers = declaredTrailers(w.header)
 		}
@@ -201,13 +200,12 @@ func (w *responseWriter) send(data []byte, end bool) error {
 			return errStreamClosed
 		}
 		headerEnd := false
-		if !w.sentHeader {
+		if !w.st.responded {
 			headerEnd = end && len(data) == 0
 			if err := c.writeHeadersLocked(st.id, w.status, w.header, w.trailers, headerEnd); err != nil {
 				c.w.UnlockFlush()
 				return err
 			}
-			w.sentHeader = true
 			st.responded = true
 		}
 		var err error

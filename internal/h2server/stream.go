@@ -44,7 +44,7 @@ type stream struct {
 	off          int
 	bodyErr      error // io.EOF once the body is complete
 	needContinue bool
-	responded    bool // final response HEADERS written; guarded by c.w's lock
+	responded    bool // response HEADERS written: set by the handler's goroutine under c.w's lock, read by others only under it
 
 	// Made (under c.mu) by the first goroutine that waits on them; a
 	// notification with no waiter yet (nil channel) is a no-op, and the
