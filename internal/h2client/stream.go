@@ -94,6 +94,9 @@ func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
 	}
+	if len(c.streams) == 1 && c.reserved == 0 {
+		c.w.Alone() // no other request in flight on this connection
+	}
 	c.mu.Unlock()
 	c.encodeHeadersLocked(req, host, contentLength)
 	err = c.writeBlockLocked(st.id, c.hbuf.Bytes(), endOnHeaders)

@@ -195,9 +195,13 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		// A stream reset meanwhile (by the client, or by us with an
 		// RST_STREAM already queued) must get no more frames (RFC 9113
 		// §5.1); reserve only checks when there is data to send.
-		if !c.startFrames(st, end && last) {
+		ok, alone := c.startFrames(st, end && last)
+		if !ok {
 			c.w.Unlock() // nothing written
 			return errStreamClosed
+		}
+		if alone {
+			c.w.Alone()
 		}
 		headerEnd := false
 		if !w.st.responded {
@@ -235,14 +239,16 @@ func (w *responseWriter) send(data []byte, end bool) error {
 // startFrames is called with wmu held (lock order: wmu, then mu) before
 // frames of st are written. It reports false when st was reset or the
 // connection closed: a reset stream gets no more frames (RFC 9113 §5.1).
+// alone reports that no other handler of the connection runs or waits
+// (nothing else is about to write, so the flush need not wait for it).
 // With final (the frames end the stream) it closes the sending side first,
 // so that a client answering the END_STREAM at once already finds the
 // stream closed.
-func (c *conn) startFrames(st *stream, final bool) bool {
+func (c *conn) startFrames(st *stream, final bool) (ok, alone bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st.reset || c.closed {
-		return false
+		return false, false
 	}
 	if final {
 		st.localClosed = true
@@ -250,14 +256,14 @@ func (c *conn) startFrames(st *stream, final bool) bool {
 			c.removeLocked(st)
 		}
 	}
-	return true
+	return true, c.running <= 1 && len(c.queue) == 0
 }
 
 func (w *responseWriter) sendTrailers(tr []hpack.HeaderField) error {
 	st := w.st
 	c := st.c
 	c.w.Lock()
-	if !c.startFrames(st, true) {
+	if ok, _ := c.startFrames(st, true); !ok {
 		c.w.Unlock() // nothing written
 		return errStreamClosed
 	}

@@ -343,7 +343,11 @@ func (b *requestBody) Close() error {
 // §8.1), and the client that sees a final status sends its body anyway.
 func (c *conn) writeContinue(st *stream) {
 	c.w.Lock()
-	if st.responded || !c.startFrames(st, false) { // (nothing either on a reset stream)
+	if st.responded {
+		c.w.Unlock()
+		return
+	}
+	if ok, _ := c.startFrames(st, false); !ok { // nothing on a reset stream either
 		c.w.Unlock()
 		return
 	}

@@ -54,6 +54,7 @@ type Writer struct {
 	buf      []byte     // frames not yet handed to the socket
 	spare    []byte     // the previous buf, reused
 	flushing bool       // a goroutine is writing to the socket
+	alone    bool       // set by Alone: the next flush does not yield first
 	err      error      // sticky: the socket failed
 }
 
@@ -85,6 +86,14 @@ func (w *Writer) WriteRaw(p []byte) {
 	}
 }
 
+// Alone tells the writer, under Lock, that no other stream of the
+// connection is about to write: the flush that follows sends at once
+// instead of first yielding the processor to let other streams' frames
+// join the syscall. The yield costs a trip through the scheduler (and,
+// with an idle processor, the wake-up of another thread), which at low
+// load is all cost and no batching.
+func (w *Writer) Alone() { w.alone = true }
+
 // Lock takes the writer: frames may be written with Framer.
 func (w *Writer) Lock() { w.mu.Lock() }
 
@@ -100,6 +109,7 @@ func (w *Writer) Err() error { return w.err }
 // is queued). It returns the connection's write error.
 func (w *Writer) UnlockFlush() error {
 	if w.flushing {
+		w.alone = false // the running flush is another goroutine's
 		for w.flushing && len(w.buf) >= MaxPending && w.err == nil {
 			w.cond.Wait()
 		}
@@ -149,7 +159,7 @@ func (w *Writer) UnlockKick() {
 func (w *Writer) flushLocked() {
 	w.flushing = true
 	for len(w.buf) > 0 && w.err == nil {
-		if len(w.buf) < yieldBelow {
+		if len(w.buf) < yieldBelow && !w.alone {
 			// Let the goroutines that are ready to run (other streams
 			// about to write their frames) add them before the syscall:
 			// a yield costs far less than the syscall it saves, and
@@ -175,6 +185,7 @@ func (w *Writer) flushLocked() {
 		}
 	}
 	w.flushing = false
+	w.alone = false
 	w.cond.Broadcast()
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -522,5 +523,76 @@ func TestBufferReuse(t *testing.T) {
 		}
 	case <-time.After(wait):
 		t.Fatal("the peer did not receive every frame")
+	}
+}
+
+// recordingConn records the size of every Write that reaches the socket.
+type recordingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes []int
+}
+
+func (r *recordingConn) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.writes = append(r.writes, len(p))
+	r.mu.Unlock()
+	return r.Conn.Write(p)
+}
+
+// TestAlone: a flush yields first, so that a stream ready to run adds its
+// frames to the same syscall; after Alone it sends at once. With one
+// processor the order is deterministic: the second writer is runnable, but
+// runs only when the first yields.
+func TestAlone(t *testing.T) {
+	const frame = 9 + 100 // header + payload
+	for _, tc := range []struct {
+		name      string
+		alone     bool
+		wantFirst int // bytes in the first socket write
+	}{
+		{"yields to the other writer", false, 2 * frame},
+		{"alone sends at once", true, frame},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			cc, sc := tcpPair(t)
+			rc := &recordingConn{Conn: cc}
+			w := New(rc)
+			go func() { _, _ = io.Copy(io.Discard, sc) }()
+
+			w.Lock()
+			_ = w.Framer.WriteData(1, false, payload(0, 0, 100))
+			second := make(chan error, 1)
+			go func() {
+				w.Lock()
+				_ = w.Framer.WriteData(3, false, payload(1, 0, 100))
+				second <- w.UnlockFlush()
+			}()
+			if tc.alone {
+				w.Alone()
+			}
+			if err := w.UnlockFlush(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-second:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(wait):
+				t.Fatal("the second writer did not finish")
+			}
+			w.Drain(wait) // the second frame may still be in flight
+			rc.mu.Lock()
+			defer rc.mu.Unlock()
+			total := 0
+			for _, n := range rc.writes {
+				total += n
+			}
+			if total != 2*frame || len(rc.writes) == 0 || rc.writes[0] != tc.wantFirst {
+				t.Fatalf("socket writes %v, want %d bytes first and %d in all", rc.writes, tc.wantFirst, 2*frame)
+			}
+		})
 	}
 }
