@@ -9,6 +9,7 @@
 #   MESHGUARD_BIN=/tmp/meshguard-old ONLY=meshguard bash bench/mesh.sh  # a prebuilt binary
 #   MODES=1000rps bash bench/mesh.sh   # only the fixed-rate measurement
 #   LOGDIR=/tmp/logs bash bench/mesh.sh  # keep h2load's per-request logs there
+#   ROUNDS=3 bash bench/mesh.sh        # every scenario three times, interleaved
 #
 # Paths measured (client speaks h2c to the first hop in every case):
 #   direct:    h2load -> backend (nginx, `return 200`)
@@ -18,15 +19,20 @@
 #   nginx-edge: h2load -(TLS)-> nginx DMZ (limit_req, rewrite) -(mTLS)-> nginx B -> backend
 #   edge:      h2load -(TLS)-> meshguard edge (rate limit, rewrite) -(mTLS)-> agent users -> backend
 # Each at max throughput (64 concurrent streams: 4 connections x 16 streams)
-# and at a fixed 1000 req/s (4 connections x 250 req/s). Prints req/s, p50
-# and p99 (from h2load's per-request log), each as a ratio to direct, and each
-# proxy's peak RSS (VmHWM). Everything listens on 127.0.0.1 only.
+# and at a fixed 1000 req/s (4 connections x 250 req/s; h2load sends these
+# in bursts of 2-9 requests, so p99 there is how fast a burst is served).
+# Prints req/s, p50 and p99 (from h2load's per-request log), each as a ratio
+# to direct; meshguard ÷ nginx for each metric, per round and as the median
+# over the rounds; and each proxy's peak RSS (VmHWM). Everything listens on
+# 127.0.0.1 only.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 ONLY=${ONLY:-direct,nginx,meshguard,nginx-edge,edge}
 MODES=${MODES:-max 1000rps}
+ROUNDS=${ROUNDS:-1}
+case $ROUNDS in ''|*[!0-9]*|0) echo "bench/mesh.sh: ROUNDS must be a positive whole number, not '$ROUNDS'" >&2; exit 2 ;; esac
 BASE_PORT=${BASE_PORT:-19000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -125,30 +131,30 @@ nginx_conf backend "
 wait_http "http://127.0.0.1:$BACKEND/"
 
 results=()
-measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000 req/s run
-  local name=$1 url=$2; shift 2
+measure() { # measure NAME ROUND URL [h2load args...]: one run per mode
+  local name=$1 round=$2 url=$3; shift 3
   local log mode
   for mode in $MODES; do
-    log="$work/h2load-$name-$mode.log"
+    log="$work/h2load-$name-$mode-r$round.log"
     local rate=()
     [ "$mode" = 1000rps ] && rate=(--rps 250)
     # CPU time of the proxies under test during the measured part (after
     # the warm-up): a figure that the machine's other load does not skew
     # the way it skews req/s.
-    ( sleep "$WARMUP"; cpu_ticks $cpu_pids >"$work/cpu-$name-$mode.start" ) &
+    ( sleep "$WARMUP"; cpu_ticks $cpu_pids >"$work/cpu-$name-$mode-r$round.start" ) &
     local sampler=$!
     h2load -c 4 -m 16 "${rate[@]}" -D "$DURATION" --warm-up-time "$WARMUP" \
-      --log-file "$log" "$@" "$url" >"$work/h2load-$name-$mode.out" 2>&1 || {
-        echo "h2load failed for $name/$mode:"; cat "$work/h2load-$name-$mode.out"; exit 1; }
+      --log-file "$log" "$@" "$url" >"$work/h2load-$name-$mode-r$round.out" 2>&1 || {
+        echo "h2load failed for $name/$mode:"; cat "$work/h2load-$name-$mode-r$round.out"; exit 1; }
     local end_ticks; end_ticks=$(cpu_ticks $cpu_pids)
     wait "$sampler" || true
     local rps failed p50 p99
-    rps=$(awk '/^finished in/ {print $4}' "$work/h2load-$name-$mode.out")
-    failed=$(awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="failed,") print $i}' "$work/h2load-$name-$mode.out")
+    rps=$(awk '/^finished in/ {print $4}' "$work/h2load-$name-$mode-r$round.out")
+    failed=$(awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="failed,") print $i}' "$work/h2load-$name-$mode-r$round.out")
     # h2load counts a 403 or 502 as a success: every answer must be 2xx.
-    non2xx=$(awk '/^status codes:/ {print $5 + $7 + $9}' "$work/h2load-$name-$mode.out")
+    non2xx=$(awk '/^status codes:/ {print $5 + $7 + $9}' "$work/h2load-$name-$mode-r$round.out")
     if [ "${non2xx:-0}" != 0 ]; then
-      echo "bench/mesh.sh: $name/$mode got $non2xx non-2xx answers:"; grep '^status codes' "$work/h2load-$name-$mode.out"; exit 1
+      echo "bench/mesh.sh: $name/$mode got $non2xx non-2xx answers:"; grep '^status codes' "$work/h2load-$name-$mode-r$round.out"; exit 1
     fi
     # column 3 is microseconds until the end of the response
     read -r p50 p99 < <(awk -F'\t' '$2 < 400 {print $3}' "$log" | sort -n | awk '{v[NR]=$1} END {
@@ -156,9 +162,9 @@ measure() { # measure NAME URL [h2load args...]: one max-throughput and one 1000
       i50=int(NR*0.50); if (i50<1) i50=1; i99=int(NR*0.99); if (i99<1) i99=1
       printf "%.3f %.3f\n", v[i50]/1000, v[i99]/1000 }')
     local cpu_us
-    cpu_us=$(awk -v a="$(cat "$work/cpu-$name-$mode.start")" -v b="$end_ticks" -v r="$rps" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" \
+    cpu_us=$(awk -v a="$(cat "$work/cpu-$name-$mode-r$round.start")" -v b="$end_ticks" -v r="$rps" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" \
       'BEGIN { if (r+0 > 0 && b > a) printf "%.1f", (b-a)/hz*1e6/(r*d); else print "-" }')
-    results+=("$name $mode $rps $p50 $p99 ${failed:-0} $cpu_us")
+    results+=("$name $mode $rps $p50 $p99 ${failed:-0} $cpu_us $round")
     if [ -n "${LOGDIR:-}" ]; then mkdir -p "$LOGDIR" && cp "$log" "$LOGDIR/"; fi
   done
 }
@@ -239,12 +245,17 @@ JSON
 }
 
 IFS=, read -ra scenarios <<<"$ONLY"
-rss=()
-for s in "${scenarios[@]}"; do
-  case $s in
+# setup SCENARIO: starts what the scenario needs (once; processes shared
+# between scenarios are started by the first that needs them) and sets
+# target[SCENARIO] (the URL), header[SCENARIO] (a request header, if any),
+# cpu[SCENARIO] (the PIDs whose
+# CPU time is counted) and rss_of[SCENARIO] (how to read their peak RSS).
+declare -A target header cpu rss_of
+setup() {
+  case $1 in
   direct)
-    cpu_pids=$(nginx_pids backend)
-    measure direct "http://127.0.0.1:$BACKEND_H2C/users/1"
+    cpu[direct]=$(nginx_pids backend)
+    target[direct]="http://127.0.0.1:$BACKEND_H2C/users/1"
     ;;
   nginx)
     nginx_b
@@ -258,16 +269,17 @@ for s in "${scenarios[@]}"; do
   }"
     wait_http "http://127.0.0.1:$NGX_A/users/1" --http2-prior-knowledge
     [ "$(curl -s --http2-prior-knowledge "http://127.0.0.1:$NGX_A/users/1")" = ok ] || { echo "nginx pair does not answer"; exit 1; }
-    cpu_pids="$(nginx_pids nginx-a) $(nginx_pids nginx-b)"
-    measure nginx "http://127.0.0.1:$NGX_A/users/1"
-    rss+=("nginx-pair $(( $(nginx_rss_kb nginx-a) + $(nginx_rss_kb nginx-b) ))")
+    cpu[nginx]="$(nginx_pids nginx-a) $(nginx_pids nginx-b)"
+    target[nginx]="http://127.0.0.1:$NGX_A/users/1"
+    rss_of[nginx]='nginx-pair $(( $(nginx_rss_kb nginx-a) + $(nginx_rss_kb nginx-b) ))'
     ;;
   meshguard)
     meshguard_pair
     wait_http "http://127.0.0.1:$MG_WEB_OUT/users/1" --http2-prior-knowledge -H "Host: users" --fail
-    cpu_pids="$web_pid $users_pid"
-    measure meshguard "http://127.0.0.1:$MG_WEB_OUT/users/1" -H ":authority: users"
-    rss+=("meshguard-pair $(( $(proc_rss_kb $web_pid) + $(proc_rss_kb $users_pid) ))")
+    cpu[meshguard]="$web_pid $users_pid"
+    target[meshguard]="http://127.0.0.1:$MG_WEB_OUT/users/1"
+    header[meshguard]=":authority: users"
+    rss_of[meshguard]='meshguard-pair $(( $(proc_rss_kb $web_pid) + $(proc_rss_kb $users_pid) ))'
     ;;
   nginx-edge)
     # nginx as the DMZ: TLS for outside clients, limit_req (rate high enough
@@ -288,9 +300,9 @@ for s in "${scenarios[@]}"; do
     location / { return 404; }
   }"
     wait_http "https://127.0.0.1:$NGX_EDGE/api/users/1" --cacert "$d/ca.crt" --fail
-    cpu_pids="$(nginx_pids nginx-edge) $(nginx_pids nginx-b)"
-    measure nginx-edge "https://127.0.0.1:$NGX_EDGE/api/users/1"
-    rss+=("nginx-edge+b $(( $(nginx_rss_kb nginx-edge) + $(nginx_rss_kb nginx-b) ))")
+    cpu[nginx-edge]="$(nginx_pids nginx-edge) $(nginx_pids nginx-b)"
+    target[nginx-edge]="https://127.0.0.1:$NGX_EDGE/api/users/1"
+    rss_of[nginx-edge]='nginx-edge+b $(( $(nginx_rss_kb nginx-edge) + $(nginx_rss_kb nginx-b) ))'
     ;;
   edge)
     pki; meshguard_pair
@@ -302,24 +314,72 @@ for s in "${scenarios[@]}"; do
       2>"$mg/edge.log" & edge_pid=$!; pids+=($edge_pid)
     wait_http "http://127.0.0.1:$MG_EDGE_ADMIN/readyz"
     wait_http "https://127.0.0.1:$MG_EDGE/api/users/1" --cacert "$d/ca.crt" --fail
-    cpu_pids="$edge_pid $users_pid"
-    measure edge "https://127.0.0.1:$MG_EDGE/api/users/1"
-    rss+=("edge+users-agent $(( $(proc_rss_kb $edge_pid) + $(proc_rss_kb $users_pid) ))")
+    cpu[edge]="$edge_pid $users_pid"
+    target[edge]="https://127.0.0.1:$MG_EDGE/api/users/1"
+    rss_of[edge]='edge+users-agent $(( $(proc_rss_kb $edge_pid) + $(proc_rss_kb $users_pid) ))'
     ;;
-  *) echo "bench/mesh.sh: unknown scenario $s (want direct, nginx, meshguard, nginx-edge, edge)" >&2; exit 2 ;;
+  *) echo "bench/mesh.sh: unknown scenario $1 (want direct, nginx, meshguard, nginx-edge, edge)" >&2; exit 2 ;;
   esac
+}
+for s in "${scenarios[@]}"; do setup "$s"; done
+
+# Rounds: every scenario once per round, in the order given, so that a
+# comparison is between measurements made minutes apart, not a whole run
+# apart, and the spread between rounds shows how noisy the machine is.
+for round in $(seq "$ROUNDS"); do
+  for s in "${scenarios[@]}"; do
+    cpu_pids=${cpu[$s]}
+    measure "$s" "$round" "${target[$s]}" ${header[$s]:+-H "${header[$s]}"}
+  done
+done
+rss=()
+for s in "${scenarios[@]}"; do
+  [ -n "${rss_of[$s]:-}" ] && rss+=("$(eval echo "${rss_of[$s]}")")
 done
 
 # ---------------------------------------------------------------- report
-printf '\n%-10s %-8s %12s %9s %9s %8s %10s %10s %11s\n' path mode "req/s" "p50 ms" "p99 ms" failed "req/s/dir" "p99/dir" "cpu us/req"
+printf '\n%-10s %-8s %5s %12s %9s %9s %8s %10s %10s %11s\n' path mode round "req/s" "p50 ms" "p99 ms" failed "req/s/dir" "p99/dir" "cpu us/req"
 for r in "${results[@]}"; do
-  read -r name mode rps p50 p99 failed cpu_us <<<"$r"
-  base=$(printf '%s\n' "${results[@]}" | awk -v m="$mode" '$1=="direct" && $2==m {print $3, $5}')
+  read -r name mode rps p50 p99 failed cpu_us round <<<"$r"
+  base=$(printf '%s\n' "${results[@]}" | awk -v m="$mode" -v r="$round" '$1=="direct" && $2==m && $8==r {print $3, $5}')
   read -r brps bp99 <<<"${base:-nan nan}"
-  printf '%-10s %-8s %12.0f %9.3f %9.3f %8s %10s %10s %11s\n' "$name" "$mode" "$rps" "$p50" "$p99" "$failed" \
+  printf '%-10s %-8s %5s %12.0f %9.3f %9.3f %8s %10s %10s %11s\n' "$name" "$mode" "$round" "$rps" "$p50" "$p99" "$failed" \
     "$(awk -v a="$rps" -v b="$brps" 'BEGIN { if (b+0>0) printf "%.2f", a/b; else print "-" }')" \
     "$(awk -v a="$p99" -v b="$bp99" 'BEGIN { if (b+0>0) printf "%.2f", a/b; else print "-" }')" "$cpu_us"
 done
 echo "(cpu us/req: CPU time of the proxies under test (direct: the backend) per request, after the warm-up)"
+
+# compare MESHGUARD NGINX: each metric as meshguard ÷ nginx within a round,
+# the median over the rounds, and in how many rounds meshguard was at least
+# as good (req/s higher or equal; latency and CPU lower or equal).
+compare() {
+  printf '%s\n' "${results[@]}" | awk -v a="$1" -v b="$2" -v modes="$MODES" '
+    { key = $2 SUBSEP $8; if ($1 == a) A[key] = $0; if ($1 == b) B[key] = $0; if ($8 > rounds) rounds = $8 }
+    function median(v, n,   i, j, t) {
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j-1] > v[j]; j--) { t = v[j]; v[j] = v[j-1]; v[j-1] = t }
+      return n % 2 ? v[(n+1)/2] : (v[n/2] + v[n/2+1]) / 2
+    }
+    END {
+      nm = split(modes, M, " "); printed = 0
+      split("req/s p50 p99 cpu/req", names, " "); split("3 4 5 7", cols, " ")
+      for (m = 1; m <= nm; m++) for (k = 1; k <= 4; k++) {
+        if (k == 1 && M[m] != "max") continue # a fixed rate: req/s is the rate
+        line = ""; n = 0; good = 0
+        for (r = 1; r <= rounds; r++) {
+          key = M[m] SUBSEP r
+          if (!(key in A) || !(key in B)) continue
+          split(A[key], x, " "); split(B[key], y, " ")
+          if (x[cols[k]] == "-" || y[cols[k]] + 0 <= 0) continue
+          v = x[cols[k]] / y[cols[k]]; n++; R[n] = v; line = line sprintf(" %5.2f", v)
+          if (k == 1 ? v >= 1 : v <= 1) good++
+        }
+        if (n == 0) continue
+        if (!printed) { printf "\n%s ÷ %s, per round; median; rounds where %s is at least as good\n", a, b, a; printed = 1 }
+        printf "  %-8s %-8s%s   median %5.2f   %d/%d\n", M[m], names[k], line, median(R, n), good, n
+      }
+    }'
+}
+compare meshguard nginx
+compare edge nginx-edge
 echo
 for r in "${rss[@]}"; do read -r name kb <<<"$r"; printf 'peak RSS %-15s %8.1f MiB\n' "$name" "$(awk -v k="$kb" 'BEGIN {print k/1024}')"; done
