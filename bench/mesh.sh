@@ -8,6 +8,7 @@
 #   ONLY=direct,nginx-edge,edge bash bench/mesh.sh   # the edge comparison (issue 7)
 #   MESHGUARD_BIN=/tmp/meshguard-old ONLY=meshguard bash bench/mesh.sh  # a prebuilt binary
 #   MODES=1000rps bash bench/mesh.sh   # only the fixed-rate measurement
+#   MODES=single bash bench/mesh.sh    # 100 req/s, one at a time: latency with no queueing
 #   LOGDIR=/tmp/logs bash bench/mesh.sh  # keep h2load's per-request logs there
 #   ROUNDS=3 bash bench/mesh.sh        # every scenario three times, interleaved
 #
@@ -136,14 +137,19 @@ measure() { # measure NAME ROUND URL [h2load args...]: one run per mode
   local log mode
   for mode in $MODES; do
     log="$work/h2load-$name-$mode-r$round.log"
-    local rate=()
-    [ "$mode" = 1000rps ] && rate=(--rps 250)
+    local load
+    case $mode in
+    max) load=(-c 4 -m 16) ;;
+    1000rps) load=(-c 4 -m 16 --rps 250) ;;
+    single) load=(-c 1 -m 1 --rps 100) ;; # one request at a time, no bursts
+    *) echo "bench/mesh.sh: unknown mode $mode (want max, 1000rps, single)" >&2; exit 2 ;;
+    esac
     # CPU time of the proxies under test during the measured part (after
     # the warm-up): a figure that the machine's other load does not skew
     # the way it skews req/s.
     ( sleep "$WARMUP"; cpu_ticks $cpu_pids >"$work/cpu-$name-$mode-r$round.start" ) &
     local sampler=$!
-    h2load -c 4 -m 16 "${rate[@]}" -D "$DURATION" --warm-up-time "$WARMUP" \
+    h2load "${load[@]}" -D "$DURATION" --warm-up-time "$WARMUP" \
       --log-file "$log" "$@" "$url" >"$work/h2load-$name-$mode-r$round.out" 2>&1 || {
         echo "h2load failed for $name/$mode:"; cat "$work/h2load-$name-$mode-r$round.out"; exit 1; }
     local end_ticks; end_ticks=$(cpu_ticks $cpu_pids)
