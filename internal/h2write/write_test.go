@@ -52,6 +52,20 @@ func tcpPair(t *testing.T) (client, server *net.TCPConn) {
 	return c.(*net.TCPConn), r.c.(*net.TCPConn)
 }
 
+// noError waits up to wait for ch's result and fails the test on an error,
+// or with late when nothing came.
+func noError(t *testing.T, ch <-chan error, late string) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(wait):
+		t.Fatal(late)
+	}
+}
+
 // payload is the deterministic body of frame seq of writer g.
 func payload(g, seq, size int) []byte {
 	p := make([]byte, size)
@@ -177,14 +191,7 @@ func TestConcurrentWriters(t *testing.T) {
 			if err := w.UnlockFlush(); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case err := <-checked:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(wait):
-				t.Fatal("the peer did not receive every frame")
-			}
+			noError(t, checked, "the peer did not receive every frame")
 			w.Lock()
 			err := w.Err()
 			w.Unlock()
@@ -247,14 +254,7 @@ func TestBackpressure(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	select {
-	case err := <-checked:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(wait):
-		t.Fatal("the peer did not receive every frame")
-	}
+	noError(t, checked, "the peer did not receive every frame")
 	// Each writer adds at most one frame past the bound before waiting.
 	if limit := MaxPending + writers*(size(writers, frames)+9); maxSeen > limit {
 		t.Errorf("queue reached %d bytes, bound is %d", maxSeen, limit)
@@ -575,14 +575,7 @@ func TestAlone(t *testing.T) {
 			if err := w.UnlockFlush(); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case err := <-second:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(wait):
-				t.Fatal("the second writer did not finish")
-			}
+			noError(t, second, "the second writer did not finish")
 			w.Drain(wait) // the second frame may still be in flight
 			rc.mu.Lock()
 			defer rc.mu.Unlock()
