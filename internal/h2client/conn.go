@@ -108,7 +108,7 @@ type Conn struct {
 	// The write side: w's lock ("wmu") guards the fields up to mu.
 	w     *h2write.Writer
 	hbuf  bytes.Buffer
-	henc  *hpack.Encoder
+	henc  *h2meta.Encoder
 	lower map[string]string // header key → wire name
 	// nextID is the next stream ID: written under wmu (IDs go out in
 	// order), read anywhere.
@@ -176,7 +176,7 @@ func New(nc net.Conn, cfg Config) (*Conn, error) {
 	c.fr.SetReuseFrames()
 	c.hr = h2meta.New(c.fr, uint32(cfg.MaxHeaderBytes))
 	c.w = h2write.New(nc)
-	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.henc = h2meta.NewEncoder(&c.hbuf)
 	c.maxFrame.Store(16384)
 	c.nextID.Store(1)
 	c.lastRead.Store(time.Now().UnixNano())

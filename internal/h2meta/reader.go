@@ -1,6 +1,6 @@
 // Package h2meta reads HTTP/2 frames with header blocks decoded, as
-// x/net/http2's Framer does with ReadMetaHeaders set, for meshguard's
-// HTTP/2 server and client.
+// x/net/http2's Framer does with ReadMetaHeaders set, and encodes header
+// blocks (Encoder), for meshguard's HTTP/2 server and client.
 //
 // The difference is allocation: x/net builds a new MetaHeadersFrame, a
 // closure with its captured state and a growing Fields slice for every

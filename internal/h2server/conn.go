@@ -18,7 +18,6 @@ import (
 	"github.com/meshguard/meshguard/internal/h2meta"
 	"github.com/meshguard/meshguard/internal/h2write"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // conn is one HTTP/2 connection. The goroutine in serve reads and handles
@@ -51,7 +50,7 @@ type conn struct {
 	wfr          *http2.Framer // w.Framer
 	settingsSent bool          // our SETTINGS, the first frame, is out (under wmu)
 	hbuf         bytes.Buffer
-	henc         *hpack.Encoder
+	henc         *h2meta.Encoder
 	lower        map[string]string // response header key → wire name (under wmu)
 
 	mu          sync.Mutex
@@ -117,7 +116,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.hr = h2meta.New(c.fr, uint32(s.cfg.MaxHeaderBytes))
 	c.w = h2write.New(nc)
 	c.wfr = c.w.Framer
-	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.henc = h2meta.NewEncoder(&c.hbuf)
 	c.maxFrame.Store(16384)
 	return c
 }
