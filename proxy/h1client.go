@@ -88,6 +88,9 @@ type h1Conn struct {
 	limit  int64 // bytes Read may still return; the header limit while reading headers
 	nread  int64 // bytes read since the connection was opened
 	idleAt time.Time
+	// abort unblocks the connection's I/O (a deadline in the past): the
+	// cancellation hook of every exchange on it, made once.
+	abort func()
 }
 
 // Read reads from the connection within the current limit.
@@ -161,6 +164,7 @@ func (cl *h1Client) dial(ctx context.Context) (*h1Conn, error) {
 		return nil, cl.fail(ctx, "dial", err)
 	}
 	c := &h1Conn{nc: nc, limit: math.MaxInt64}
+	c.abort = func() { _ = nc.SetDeadline(aLongTimeAgo) }
 	c.br = bufio.NewReaderSize(c, h1BufSize)
 	c.bw = bufio.NewWriterSize(nc, h1BufSize)
 	return c, nil
@@ -261,13 +265,24 @@ func validMethod(m string) bool {
 	return true
 }
 
+// afterFuncer is a context with an AfterFunc of its own, with
+// context.AfterFunc's meaning: h2server's request contexts. Calling it
+// directly skips context.AfterFunc's wrapper context and allocations.
+type afterFuncer interface {
+	AfterFunc(f func()) (stop func() bool)
+}
+
 // exchange runs one request on c. On error c is closed and retry reports
 // whether the failure happened before any response byte arrived on a
 // connection the app may have closed while idle (write error, EOF or reset).
 func (cl *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, body *reqBody) (resp *http.Response, retry bool, err error) {
 	ex := &h1Exchange{cl: cl, c: c, ctx: ctx, body: body}
 	ex.reusable.Store(true)
-	ex.stop = context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(aLongTimeAgo) })
+	if af, ok := ctx.(afterFuncer); ok {
+		ex.stop = af.AfterFunc(c.abort)
+	} else {
+		ex.stop = context.AfterFunc(ctx, c.abort)
+	}
 	startRead := c.nread
 	if body == nil {
 		ex.pending.Store(1)

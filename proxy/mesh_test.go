@@ -1,10 +1,10 @@
 package proxy
 
 import (
-	"github.com/meshguard/meshguard/internal/clock"
-
+	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/clock"
 	"github.com/meshguard/meshguard/internal/testca"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -341,5 +342,46 @@ func TestRequestTimeout(t *testing.T) {
 				t.Fatalf("body %q, want error %q", body, want)
 			}
 		})
+	}
+}
+
+// TestCallerGoneCancelsApp: when the caller gives up, the cancellation
+// crosses both agents (outbound: the HTTP/2 stream is reset; inbound: the
+// request context ends and the app connection is aborted) and reaches
+// the app's request context.
+func TestCallerGoneCancelsApp(t *testing.T) {
+	arrived, gone := make(chan struct{}, 1), make(chan struct{}, 1)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+		gone <- struct{}{}
+	})
+	m := newMesh(t, meshOpts{app: app})
+	c := newClient()
+	defer c.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.outURL+"/wait", nil)
+	req.Host = "users"
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the app")
+	}
+	cancel()
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app's request context did not end after the caller left")
+	}
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("caller's error %v, want context.Canceled", err)
 	}
 }

@@ -34,11 +34,10 @@ type conn struct {
 	// contexts (see ServeConn).
 	streamBase context.Context
 	cancel     context.CancelFunc
-	// The request-timeout slot (reader goroutine; see requestContext).
-	slotCtx    context.Context
-	slotCancel context.CancelFunc
-	slotEnd    time.Time
-	names      map[string]string // wire name → canonical key (reader goroutine)
+	// The request-timeout slot (reader goroutine; see requestSlot).
+	slot    *deadlineSlot
+	slotEnd time.Time
+	names   map[string]string // wire name → canonical key (reader goroutine)
 
 	handlers sync.WaitGroup
 	lastRead atomic.Int64 // unix nanoseconds of the last read that returned data
@@ -145,8 +144,8 @@ func (c *conn) serve() {
 	}
 	c.w.Drain(time.Second)
 	c.closeNow(err)
-	if c.slotCancel != nil {
-		c.slotCancel() // its streams are cancelled already; release its timer
+	if c.slot != nil {
+		c.slot.stop() // its streams are cancelled already; release its timer
 	}
 }
 
@@ -311,21 +310,18 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	st := &stream{c: c, id: id, declared: -1}
 	// The context first: the request is built with it (WithContext on a
 	// finished request would allocate a second one).
-	var ctx context.Context
-	var cancel context.CancelFunc
+	var slot *deadlineSlot
 	if t := c.s.cfg.RequestTimeout; t > 0 {
-		ctx, cancel = context.WithCancel(c.requestContext(t))
-	} else {
-		ctx, cancel = context.WithCancel(c.streamBase)
+		slot = c.requestSlot(t)
 	}
-	st.ctx, st.cancel = ctx, cancel
+	st.ctx.init(c.streamBase, slot)
 	var handler http.Handler = c.s.cfg.Handler
 	if f.Truncated {
 		handler = http.HandlerFunc(tooLarge)
 		r := http.Request{Method: "GET", URL: &url.URL{Path: "/"}, Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.remote}
-		st.req = r.WithContext(ctx)
+		st.req = r.WithContext(&st.ctx)
 	} else if code := c.newRequest(st, f); code != http2.ErrCodeNo {
-		cancel()
+		st.ctx.cancel(context.Canceled)
 		c.writeReset(id, code)
 		return nil
 	}
@@ -336,7 +332,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		cancel()
+		st.ctx.cancel(context.Canceled)
 		return nil
 	}
 	st.recv = h2flow.NewRecv(int64(c.s.cfg.StreamWindow), 4)
@@ -627,9 +623,7 @@ func (c *conn) resetLocked(st *stream, err error) {
 	c.removeLocked(st)
 	notify(st.rnotify)
 	st.send.Wake()
-	if st.cancel != nil {
-		st.cancel()
-	}
+	st.ctx.cancel(context.Canceled)
 }
 
 // dropBodyLocked discards st's unread body bytes and returns their credit
@@ -772,9 +766,7 @@ func (c *conn) closeNow(err error) {
 		c.resetLocked(st, err)
 	}
 	for _, st := range c.queue {
-		if st.cancel != nil {
-			st.cancel()
-		}
+		st.ctx.cancel(context.Canceled)
 	}
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
@@ -792,20 +784,20 @@ func (c *conn) closeNow(err error) {
 	_ = c.nc.Close()
 }
 
-// requestContext is the parent of the contexts of the streams opening
-// now, when RequestTimeout (t) is set. Streams opened within one slot
-// (t/16, at most 100ms) share a parent whose deadline is the slot's end
-// plus t: every request gets at least t and at most t/16 more, and the
-// connection runs one timer per slot instead of one per request (a timer
-// and three allocations per request, 3-4% of the edge's CPU). Slots are
-// not cancelled early: each ends at its deadline, as its streams would.
-func (c *conn) requestContext(t time.Duration) context.Context {
+// requestSlot is the deadline slot of the streams opening now, when
+// RequestTimeout (t) is set. Streams opened within one slot (t/16, at
+// most 100ms) share a deadline, the slot's end plus t: every request gets
+// at least t and at most t/16 more, and the connection runs one timer per
+// slot instead of one per request (a timer and three allocations per
+// request, 3-4% of the edge's CPU). Slots are not ended early: each ends
+// at its deadline, as its streams would.
+func (c *conn) requestSlot(t time.Duration) *deadlineSlot {
 	now := time.Now()
-	if c.slotCtx == nil || !now.Before(c.slotEnd) {
+	if c.slot == nil || !now.Before(c.slotEnd) {
 		c.slotEnd = now.Add(min(t/16, 100*time.Millisecond))
-		c.slotCtx, c.slotCancel = context.WithDeadline(c.streamBase, c.slotEnd.Add(t))
+		c.slot = newDeadlineSlot(c.slotEnd.Add(t))
 	}
-	return c.slotCtx
+	return c.slot
 }
 
 // canonical returns the http.Header key for a (lowercase) wire name,

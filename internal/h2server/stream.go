@@ -21,8 +21,7 @@ import (
 type stream struct {
 	c       *conn
 	id      uint32
-	ctx     context.Context
-	cancel  context.CancelFunc
+	ctx     streamCtx // the request's context
 	req     *http.Request
 	handler http.Handler
 	rw      responseWriter
@@ -173,7 +172,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 		r.Body = &st.body
 		st.needContinue = strings.EqualFold(h.Get("Expect"), "100-continue")
 	}
-	st.req = r.WithContext(st.ctx) // the one allocation of the request
+	st.req = r.WithContext(&st.ctx) // the one allocation of the request
 	return http2.ErrCodeNo
 }
 
@@ -253,7 +252,7 @@ func (c *conn) runHandler(st *stream) {
 		c.maybeIdleLocked()
 	}
 	c.mu.Unlock()
-	st.cancel()
+	st.ctx.cancel(context.Canceled)
 	if rst {
 		c.writeReset(st.id, code)
 	}
@@ -321,7 +320,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 				continue
 			}
 			c.mu.Unlock()
-			return 0, fmt.Errorf("read request body: %w", context.Cause(st.ctx))
+			return 0, fmt.Errorf("read request body: %w", st.ctx.Err())
 		}
 		c.mu.Lock()
 	}
@@ -375,7 +374,7 @@ func (st *stream) reserve(want int) (int, error) {
 		select {
 		case <-wn:
 		case <-st.ctx.Done():
-			return 0, fmt.Errorf("send on stream %d: %w", st.id, context.Cause(st.ctx))
+			return 0, fmt.Errorf("send on stream %d: %w", st.id, st.ctx.Err())
 		}
 		c.mu.Lock()
 	}
