@@ -19,9 +19,8 @@ import (
 // is indexed by two small set-associative caches of hashes (names, and
 // name+value pairs) pointing at entries by insertion number. A cache slot
 // can only be wrong by being stale or lost to a full bucket: every hit is
-// checked against the live entry's strings, and a miss just costs
-// compression (a literal where an index would have done), never
-// correctness.
+// checked against the live entry's strings, and while a lost entry is in
+// the table a miss is checked by scanning it, so the output stays x/net's.
 type Encoder struct {
 	w   io.Writer
 	buf []byte
@@ -34,8 +33,10 @@ type Encoder struct {
 	count    uint64
 	size     uint32 // RFC 7541 §4.1 size of the live entries
 	maxSize  uint32 // the table's current capacity
-	limit    uint32 // the peer's SETTINGS_HEADER_TABLE_SIZE
 	update   bool   // a size update is due at the next field
+	// dropped is the newest entry a full cache bucket gave up while it
+	// was live: while it still is, a cache miss is checked by a scan.
+	dropped uint64
 
 	names [cacheSlots]cacheSlot
 	pairs [cacheSlots]cacheSlot
@@ -57,12 +58,14 @@ type cacheSlot struct {
 func slotHash(h uint64) uint32 { return uint32(h) | 1 }
 
 const (
-	// cacheSlots is a power of two well above the most entries a
-	// 4096-byte table can hold (4096/32), in buckets of bucketSlots (64
-	// bytes): an entry is lost to the cache only when more live entries
-	// than that hash to one bucket, and then the oldest one, the next to
-	// be evicted anyway.
-	cacheSlots  = 512
+	// cacheSlots is a power of two, twice the most entries a 4096-byte
+	// table can hold (4096/32), in buckets of bucketSlots (64 bytes): an
+	// entry is lost to a cache only when more live entries than that hash
+	// to one bucket (with real headers, 40-60 entries in 32 buckets,
+	// rare), and then the oldest one; until it leaves the table, misses
+	// are checked by scanning it (see dropped). 2 KiB a cache, per
+	// connection.
+	cacheSlots  = 256
 	bucketSlots = 8
 	// defaultTableSize is both peers' initial dynamic table size.
 	defaultTableSize = 4096
@@ -77,7 +80,6 @@ func NewEncoder(w io.Writer) *Encoder {
 		w:       w,
 		ring:    make([]dynEntry, defaultTableSize/entryOverhead),
 		maxSize: defaultTableSize,
-		limit:   defaultTableSize,
 	}
 }
 
@@ -86,7 +88,6 @@ func NewEncoder(w io.Writer) *Encoder {
 // written is preceded by a Dynamic Table Size Update; a larger one leaves
 // the table at its size (as x/net's encoder does).
 func (e *Encoder) SetMaxDynamicTableSizeLimit(v uint32) {
-	e.limit = v
 	if e.maxSize > v {
 		e.maxSize = v
 		e.update = true
@@ -131,6 +132,15 @@ func (e *Encoder) appendField(b []byte, name, value string, sensitive bool) []by
 		nameIndex = uint64(st.first) + uint64(len(st.values)) - 1 // x/net names the last
 	} else if n := e.find(&e.names, hn, name, "", false); n != 0 {
 		nameIndex = e.index(n)
+	}
+	if e.dropped != 0 && e.dropped > e.inserted-e.count {
+		// A cache lost a live entry: the table itself has the answer.
+		if n := e.scan(name, value, true); n != 0 && !sensitive {
+			return appendInt(b, 0x80, 7, e.index(n))
+		}
+		if n := e.scan(name, "", false); n != 0 && !inStatic {
+			nameIndex = e.index(n)
+		}
 	}
 	size := uint32(len(name)) + uint32(len(value)) + entryOverhead
 	indexing := !sensitive && uint64(len(name))+uint64(len(value))+entryOverhead <= uint64(e.maxSize)
@@ -178,21 +188,56 @@ func (e *Encoder) find(cache *[cacheSlots]cacheSlot, h uint64, name, value strin
 	return 0
 }
 
+// scan finds the newest live entry with name (and value, if withValue)
+// by reading the table: the answer the caches give when they have not
+// lost it.
+func (e *Encoder) scan(name, value string, withValue bool) uint64 {
+	for n := e.inserted; n > e.inserted-e.count; n-- {
+		ent := &e.ring[n%uint64(len(e.ring))]
+		if ent.name == name && (!withValue || ent.value == value) {
+			return n
+		}
+	}
+	return 0
+}
+
+// same reports whether entries a and b have the same name (and value, if
+// withValue).
+func (e *Encoder) same(a, b uint64, withValue bool) bool {
+	x, y := &e.ring[a%uint64(len(e.ring))], &e.ring[b%uint64(len(e.ring))]
+	return x.name == y.name && (!withValue || x.value == y.value)
+}
+
 // remember points the cache bucket for h at entry n, in the slot that
-// held h before, else a free or stale one, else the oldest entry's.
-func (e *Encoder) remember(cache *[cacheSlots]cacheSlot, h, n uint64) {
+// held h before, else a free or stale one, else the oldest entry's (which
+// dropped then records).
+func (e *Encoder) remember(cache *[cacheSlots]cacheSlot, h, n uint64, withValue bool) {
 	bucket := bucketOf(cache, h)
 	h32 := slotHash(h)
-	victim, oldest := 0, uint64(0)
+	for i, s := range bucket {
+		if s.hash == h32 {
+			// The same name (or pair) again, now at its newest entry; or,
+			// once in four billion, another one whose hash collides.
+			if old, live := e.live(s.n); live && !e.same(old, n, withValue) {
+				e.dropped = max(e.dropped, old)
+			}
+			bucket[i].n = uint32(n)
+			return
+		}
+	}
+	victim, oldest, full := 0, uint64(0), true
 	for i, s := range bucket {
 		sn, live := e.live(s.n)
-		if s.hash == h32 || s.hash == 0 || !live {
-			victim = i
+		if s.hash == 0 || !live {
+			victim, full = i, false
 			break
 		}
 		if i == 0 || sn < oldest {
 			victim, oldest = i, sn
 		}
+	}
+	if full {
+		e.dropped = max(e.dropped, oldest)
 	}
 	bucket[victim] = cacheSlot{h32, uint32(n)}
 }
@@ -227,8 +272,8 @@ func (e *Encoder) add(name, value string, size uint32, hn, hp uint64) {
 	e.count++
 	e.size += size
 	e.ring[e.inserted%uint64(len(e.ring))] = dynEntry{name, value}
-	e.remember(&e.names, hn, e.inserted)
-	e.remember(&e.pairs, hp, e.inserted)
+	e.remember(&e.names, hn, e.inserted, false)
+	e.remember(&e.pairs, hp, e.inserted, true)
 }
 
 // evict drops the oldest entries until room more bytes fit in maxSize.

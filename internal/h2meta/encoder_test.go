@@ -3,6 +3,7 @@ package h2meta
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -194,6 +195,43 @@ func TestEncoderInsertionWrap(t *testing.T) {
 		encodeBoth(e, theirs, &ob, &tb, fields)
 		if !bytes.Equal(ob.Bytes(), tb.Bytes()) {
 			t.Fatalf("block %d: ours %x, x/net %x", i, ob.Bytes(), tb.Bytes())
+		}
+	}
+}
+
+// TestEncoderFullBucket: more live entries than a cache bucket holds
+// (names, and name+value pairs, chosen to hash to one bucket): the
+// output is still x/net's, the lost ones found by scanning the table.
+func TestEncoderFullBucket(t *testing.T) {
+	bucket := func(h uint64) uint64 { return (h >> 32) & (cacheSlots - 1) &^ (bucketSlots - 1) }
+	var sameName, samePair []hpack.HeaderField
+	target := bucket(maphash.String(hashSeed, "x-0"))
+	for i := 0; len(sameName) < 2*bucketSlots; i++ {
+		name := fmt.Sprintf("x-%d", i)
+		if bucket(maphash.String(hashSeed, name)) == target {
+			sameName = append(sameName, hpack.HeaderField{Name: name, Value: "v"})
+		}
+	}
+	hn := maphash.String(hashSeed, "x-pair")
+	target = bucket(pairHash(hn, maphash.String(hashSeed, "0")))
+	for i := 0; len(samePair) < 2*bucketSlots; i++ {
+		value := fmt.Sprint(i)
+		if bucket(pairHash(hn, maphash.String(hashSeed, value))) == target {
+			samePair = append(samePair, hpack.HeaderField{Name: "x-pair", Value: value})
+		}
+	}
+	for _, fields := range [][]hpack.HeaderField{sameName, samePair} {
+		var ob, tb bytes.Buffer
+		e := NewEncoder(&ob)
+		theirs := hpack.NewEncoder(&tb)
+		for blk := range 3 {
+			encodeBoth(e, theirs, &ob, &tb, fields)
+			if !bytes.Equal(ob.Bytes(), tb.Bytes()) {
+				t.Fatalf("%s..., block %d: ours %x, x/net %x", fields[0].Name, blk, ob.Bytes(), tb.Bytes())
+			}
+		}
+		if e.dropped == 0 {
+			t.Fatalf("%s...: no cache entry was lost: the test did not fill a bucket", fields[0].Name)
 		}
 	}
 }
