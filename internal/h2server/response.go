@@ -170,7 +170,7 @@ func (w *responseWriter) release() {
 func (w *responseWriter) send(data []byte, end bool) error {
 	st := w.st
 	c := st.c
-	if !w.st.responded {
+	if !st.responded {
 		if w.trailers == nil {
 			w.trailers = declaredTrailers(w.header)
 		}
@@ -204,7 +204,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 			c.w.Alone()
 		}
 		headerEnd := false
-		if !w.st.responded {
+		if !st.responded {
 			headerEnd = end && len(data) == 0
 			if err := c.writeHeadersLocked(st.id, w.status, w.header, w.trailers, headerEnd); err != nil {
 				c.w.UnlockFlush()
