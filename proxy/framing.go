@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/internal/h2server"
+	"github.com/meshguard/meshguard/internal/rawsock"
 )
 
 // Go's HTTP/1.1 server resolves a request carrying both Content-Length and
@@ -356,6 +357,7 @@ func (l *connListener) acceptLoop() {
 
 func (l *connListener) handle(raw net.Conn) {
 	defer l.wg.Done()
+	raw = rawsock.Wrap(raw)
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
 	c, h2, err := l.prepare(ctx, raw)
 	cancel()

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/rawsock"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -163,6 +164,7 @@ func (cl *h1Client) dial(ctx context.Context) (*h1Conn, error) {
 	if err != nil {
 		return nil, cl.fail(ctx, "dial", err)
 	}
+	nc = rawsock.Wrap(nc)
 	c := &h1Conn{nc: nc, limit: math.MaxInt64}
 	c.abort = func() { _ = nc.SetDeadline(aLongTimeAgo) }
 	c.br = bufio.NewReaderSize(c, h1BufSize)

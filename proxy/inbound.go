@@ -18,6 +18,7 @@ import (
 	"github.com/meshguard/meshguard/authz"
 	"github.com/meshguard/meshguard/internal/h2server"
 	"github.com/meshguard/meshguard/internal/logkey"
+	"github.com/meshguard/meshguard/internal/rawsock"
 	"github.com/meshguard/meshguard/internal/svidcheck"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -127,9 +128,16 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	in.ownID.Store(&own)
 
 	if cfg.AppProtocol == AppH2C {
+		dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 		tr := &http.Transport{
-			Proxy:                  nil,
-			DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			Proxy: nil,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dialer.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return rawsock.Wrap(c), nil
+			},
 			MaxIdleConns:           1024,
 			MaxIdleConnsPerHost:    1024,
 			IdleConnTimeout:        90 * time.Second,

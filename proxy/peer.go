@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/internal/h2client"
+	"github.com/meshguard/meshguard/internal/rawsock"
 	"github.com/meshguard/meshguard/internal/svidcheck"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -158,12 +159,21 @@ func (p *peer) dialConn() (*pconn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: get own SVID: %w", p.id, err)
 	}
-	d := tls.Dialer{NetDialer: &net.Dialer{KeepAlive: 30 * time.Second}, Config: p.tls}
-	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	raw, err := (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s at %s: %w", p.id, p.addr, err)
 	}
-	tc := nc.(*tls.Conn)
+	conf := p.tls
+	if conf.ServerName == "" { // as tls.Dialer does
+		host, _, _ := net.SplitHostPort(p.addr)
+		conf = conf.Clone()
+		conf.ServerName = host
+	}
+	tc := tls.Client(rawsock.Wrap(raw), conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("dial %s at %s: %w", p.id, p.addr, err)
+	}
 	o.cfg.Metrics.hsOut.Inc()
 	cc, err := h2client.New(tc, o.h2)
 	if err != nil {
