@@ -560,6 +560,10 @@ func TestMalformedRequests(t *testing.T) {
 		{name: "no path", fields: []string{":method", "GET", ":scheme", "http", ":authority", "x"}},
 		{name: "no method", fields: []string{":scheme", "http", ":authority", "x", ":path", "/"}},
 		{name: "no scheme", fields: []string{":method", "GET", ":authority", "x", ":path", "/"}},
+		{name: "scheme with a URL", fields: []string{":method", "GET", ":scheme", "http://evil.test/", ":authority", "x", ":path", "/"}},
+		{name: "scheme with a space", fields: []string{":method", "GET", ":scheme", "ht tp", ":authority", "x", ":path", "/"}},
+		{name: "scheme starting with a digit", fields: []string{":method", "GET", ":scheme", "1http", ":authority", "x", ":path", "/"}},
+		{name: "scheme too long", fields: []string{":method", "GET", ":scheme", strings.Repeat("h", 33), ":authority", "x", ":path", "/"}},
 		{name: "host differs from authority", fields: get("host", "admin.test")},
 		{name: "two hosts", fields: []string{":method", "GET", ":scheme", "http", ":path", "/", "host", "a.test", "host", "b.test"}},
 		{name: "unknown pseudo", fields: get(":foo", "bar")},
@@ -1293,5 +1297,19 @@ func TestExpectContinue(t *testing.T) {
 				t.Fatalf("body %q, want %q", body, tc.wantBody)
 			}
 		})
+	}
+}
+
+// TestValidScheme: RFC 3986 scheme syntax for :scheme.
+
+func TestValidScheme(t *testing.T) {
+	for s, want := range map[string]bool{
+		"http": true, "https": true, "HTTPS": true, "svn+ssh": true, "a.b-c": true, "h2": true,
+		"": false, "1http": false, "+x": false, "http:": false, "http://x": false, "ht tp": false,
+		"ht\x00tp": false, "é": false, "http\r\n": false,
+	} {
+		if got := validScheme(s); got != want {
+			t.Errorf("validScheme(%q) = %v, want %v", s, got, want)
+		}
 	}
 }

@@ -70,7 +70,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) http2.ErrCode {
 		u = &url.URL{Host: authority}
 		requestURI = authority
 	} else {
-		if method == "" || path == "" || scheme == "" {
+		if method == "" || path == "" || !validScheme(scheme) {
 			return http2.ErrCodeProtocol
 		}
 		var err error
@@ -183,6 +183,26 @@ func allDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// validScheme reports whether s is a URI scheme (RFC 3986 §3.1: ALPHA
+// *( ALPHA / DIGIT / "+" / "-" / "." )). RFC 9113 §8.3.1 does not limit
+// :scheme to http and https, but a value such as "http://evil/" or one
+// with spaces is no scheme: it is refused rather than carried into logs.
+func validScheme(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20 // lower case for letters
+		switch {
+		case 'a' <= c && c <= 'z':
+		case i > 0 && ('0' <= s[i] && s[i] <= '9' || s[i] == '+' || s[i] == '-' || s[i] == '.'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // validTrailer reports whether key may be a trailer (RFC 9110 §6.5.1).
