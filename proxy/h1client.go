@@ -58,7 +58,7 @@ var errBodyClosed = errors.New("read on closed response body")
 type h1Client struct {
 	addr      string
 	maxHeader int64
-	now       func() time.Time
+	clk       startClock
 	dialer    net.Dialer
 
 	mu   sync.Mutex
@@ -66,15 +66,12 @@ type h1Client struct {
 }
 
 // newH1Client returns a client for addr (host:port) whose response headers
-// may not exceed maxHeader bytes; now reads the clock for idle timeouts.
-func newH1Client(addr string, maxHeader int, now func() time.Time) *h1Client {
-	if now == nil {
-		now = time.Now
-	}
+// may not exceed maxHeader bytes; clk reads the clock for idle timeouts.
+func newH1Client(addr string, maxHeader int, clk startClock) *h1Client {
 	return &h1Client{
 		addr:      addr,
 		maxHeader: int64(maxHeader),
-		now:       now,
+		clk:       clk,
 		dialer:    net.Dialer{Timeout: h1DialTimeout, KeepAlive: h1TCPKeepAlive},
 	}
 }
@@ -120,9 +117,10 @@ func (cl *h1Client) CloseIdleConnections() {
 	}
 }
 
-// take pops the most recently used idle connection. When it has been idle
-// longer than the timeout, so has every connection under it: all are closed.
-func (cl *h1Client) take() *h1Conn {
+// take pops the most recently used idle connection for a request that
+// started at now. When it has been idle longer than the timeout, so has
+// every connection under it: all are closed.
+func (cl *h1Client) take(now time.Time) *h1Conn {
 	cl.mu.Lock()
 	n := len(cl.idle)
 	if n == 0 {
@@ -130,7 +128,7 @@ func (cl *h1Client) take() *h1Conn {
 		return nil
 	}
 	c := cl.idle[n-1]
-	if cl.now().Sub(c.idleAt) <= h1IdleTimeout {
+	if now.Sub(c.idleAt) <= h1IdleTimeout {
 		cl.idle[n-1] = nil
 		cl.idle = cl.idle[:n-1]
 		cl.mu.Unlock()
@@ -147,7 +145,7 @@ func (cl *h1Client) take() *h1Conn {
 
 // put returns a connection to the pool, or closes it when the pool is full.
 func (cl *h1Client) put(c *h1Conn) {
-	c.idleAt = cl.now()
+	c.idleAt = cl.clk.now()
 	cl.mu.Lock()
 	if len(cl.idle) < h1MaxIdle {
 		cl.idle = append(cl.idle, c)
@@ -202,7 +200,7 @@ func (cl *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		var c *h1Conn
 		if attempt == 0 {
-			c = cl.take()
+			c = cl.take(cl.clk.start(req))
 			if c != nil && hasBody && !idleConnUsable(c.nc) {
 				_ = c.nc.Close()
 				c = nil

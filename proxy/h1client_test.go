@@ -69,7 +69,7 @@ func (a *h1App) closeIdle(t *testing.T) {
 }
 
 func newTestH1Client(t testing.TB, addr string) *h1Client {
-	cl := newH1Client(addr, DefaultMaxHeaderBytes, nil)
+	cl := newH1Client(addr, DefaultMaxHeaderBytes, newStartClock(nil))
 	t.Cleanup(cl.CloseIdleConnections)
 	return cl
 }
@@ -531,7 +531,7 @@ func TestH1ClientCloseBeforeEOF(t *testing.T) {
 func TestH1ClientIdleTimeout(t *testing.T) {
 	app := startH1App(t, echo)
 	var now atomic.Int64
-	cl := newH1Client(app.addr, DefaultMaxHeaderBytes, func() time.Time { return time.Unix(now.Load(), 0) })
+	cl := newH1Client(app.addr, DefaultMaxHeaderBytes, newStartClock(func() time.Time { return time.Unix(now.Load(), 0) }))
 	t.Cleanup(cl.CloseIdleConnections)
 	roundTrip(t, cl, newReq(t, http.MethodGet, app.addr, "/", nil))
 	now.Add(int64(h1IdleTimeout/time.Second) + 1)

@@ -63,6 +63,7 @@ type InboundConfig struct {
 // allowed ones to the app.
 type Inbound struct {
 	cfg     InboundConfig
+	clk     startClock // cfg.Now, or the arrival reading on the real clock
 	log     *slog.Logger
 	ln      net.Listener
 	tlsConf *tls.Config
@@ -118,12 +119,13 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	default:
 		return nil, fmt.Errorf("new inbound: app protocol %q: want %q or %q", cfg.AppProtocol, AppHTTP1, AppH2C)
 	}
+	clk := newStartClock(cfg.Now)
 	setDefaults(&cfg.MaxHeaderBytes, &cfg.MaxConcurrentStreams, &cfg.ReadHeaderTimeout, &cfg.IdleTimeout, &cfg.ShutdownTimeout, &cfg.Now)
 	svid, err := cfg.Source.GetX509SVID()
 	if err != nil {
 		return nil, fmt.Errorf("new inbound: get own SVID: %w", err)
 	}
-	in := &Inbound{cfg: cfg, log: orDiscard(cfg.Logger).With(logkey.Component, "inbound"), td: svid.ID.TrustDomain()}
+	in := &Inbound{cfg: cfg, clk: clk, log: orDiscard(cfg.Logger).With(logkey.Component, "inbound"), td: svid.ID.TrustDomain()}
 	own := svid.ID.String()
 	in.ownID.Store(&own)
 
@@ -153,7 +155,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	} else {
 		// HTTP/1.1 without http.Transport's per-connection read and write
 		// goroutines: see h1Client.
-		in.app = newH1Client(cfg.App, cfg.MaxHeaderBytes, cfg.Now)
+		in.app = newH1Client(cfg.App, cfg.MaxHeaderBytes, clk)
 	}
 	in.fwd = &forwarder{rt: in.app, bufs: newBufferPool(256), scheme: "http", host: cfg.App, onError: in.appError}
 
@@ -310,7 +312,7 @@ func (in *Inbound) watch(ctx context.Context) {
 
 // ServeHTTP handles one request from a verified peer.
 func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := in.cfg.Now()
+	start := in.clk.start(r)
 	sw := getStatusWriter(w)
 	svc := in.serve(sw, r, start)
 	in.cfg.Metrics.request(dirInbound, svc, sw.status(), in.cfg.Now().Sub(start).Seconds())

@@ -54,6 +54,7 @@ type OutboundConfig struct {
 // over pooled mTLS HTTP/2 connections.
 type Outbound struct {
 	cfg     OutboundConfig
+	clk     startClock // cfg.Now, or the arrival reading on the real clock
 	log     *slog.Logger
 	ln      net.Listener
 	srv     *http.Server     // HTTP/1.1 from the app
@@ -77,6 +78,7 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 	if cfg.Source == nil || cfg.Peers == nil || cfg.Metrics == nil {
 		return nil, errors.New("new outbound: Source, Peers and Metrics are required")
 	}
+	clk := newStartClock(cfg.Now)
 	setDefaults(&cfg.MaxHeaderBytes, &cfg.MaxConcurrentStreams, &cfg.ReadHeaderTimeout, &cfg.IdleTimeout, &cfg.ShutdownTimeout, &cfg.Now)
 	if cfg.MaxStreamsPerPeer <= 0 {
 		cfg.MaxStreamsPerPeer = 100
@@ -108,6 +110,7 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 	}
 	o := &Outbound{
 		cfg:     cfg,
+		clk:     clk,
 		log:     orDiscard(cfg.Logger).With(logkey.Component, "outbound"),
 		peers:   make(map[peerKey]*peer),
 		budgets: make(map[string]*budget),
@@ -343,7 +346,7 @@ func (o *Outbound) budgetFor(service string) *budget {
 
 // ServeHTTP handles one request from the local app.
 func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := o.cfg.Now()
+	start := o.clk.start(r)
 	sw := getStatusWriter(w)
 	svc := o.serve(sw, r)
 	o.cfg.Metrics.request(dirOutbound, svc, sw.status(), o.cfg.Now().Sub(start).Seconds())
@@ -432,7 +435,7 @@ func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
 	svc := req.URL.Host
 	eps := o.cfg.Peers.Endpoints(svc)
 	b := o.budgetFor(svc)
-	now := o.cfg.Now() // one clock reading for the budget, the pick and the connection
+	now := o.clk.start(req) // one clock reading for the budget, the pick and the connection
 	b.deposit(now)
 	var tried [4]*peer
 	var lastErr error

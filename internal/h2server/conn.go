@@ -310,11 +310,12 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	st := &stream{c: c, id: id, declared: -1}
 	// The context first: the request is built with it (WithContext on a
 	// finished request would allocate a second one).
+	now := time.Now()
 	var slot *deadlineSlot
 	if t := c.s.cfg.RequestTimeout; t > 0 {
-		slot = c.requestSlot(t)
+		slot = c.requestSlot(t, now)
 	}
-	st.ctx.init(c.streamBase, slot)
+	st.ctx.init(c.streamBase, slot, now)
 	var handler http.Handler = c.s.cfg.Handler
 	if f.Truncated {
 		handler = http.HandlerFunc(tooLarge)
@@ -791,8 +792,7 @@ func (c *conn) closeNow(err error) {
 // slot instead of one per request (a timer and three allocations per
 // request, 3-4% of the edge's CPU). Slots are not ended early: each ends
 // at its deadline, as its streams would.
-func (c *conn) requestSlot(t time.Duration) *deadlineSlot {
-	now := time.Now()
+func (c *conn) requestSlot(t time.Duration, now time.Time) *deadlineSlot {
 	if c.slot == nil || !now.Before(c.slotEnd) {
 		c.slotEnd = now.Add(min(t/16, 100*time.Millisecond))
 		c.slot = newDeadlineSlot(c.slotEnd.Add(t))

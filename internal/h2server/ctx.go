@@ -20,8 +20,9 @@ import (
 // AfterFunc is the method context.AfterFunc and context.WithCancel use for
 // a parent that is not one of theirs, and callers may use it directly.
 type streamCtx struct {
-	base context.Context
-	slot *deadlineSlot // nil: no deadline
+	base    context.Context
+	slot    *deadlineSlot // nil: no deadline
+	arrived time.Time     // when the request's HEADERS were taken in
 
 	mu    sync.Mutex
 	done  chan struct{} // made by the first Done, or closedChan
@@ -44,9 +45,10 @@ type afterFunc struct {
 // asked for it.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// init sets up c (zero) under base, with slot's deadline if slot is not nil.
-func (c *streamCtx) init(base context.Context, slot *deadlineSlot) {
-	c.base, c.slot = base, slot
+// init sets up c (zero) under base, with slot's deadline if slot is not
+// nil, for a request that arrived at now.
+func (c *streamCtx) init(base context.Context, slot *deadlineSlot, now time.Time) {
+	c.base, c.slot, c.arrived = base, slot, now
 	c.funcs = c.arr[:0]
 	if slot != nil {
 		slot.join(c)
@@ -200,3 +202,15 @@ func (s *deadlineSlot) expire() {
 
 // stop releases the timer of a slot whose streams have all ended.
 func (s *deadlineSlot) stop() { s.timer.Stop() }
+
+// ArrivedAt returns when the server took in the HEADERS of the request
+// whose context ctx is (ok false for any other context, including one
+// derived from it). The same clock reading set the request's deadline, so
+// layers of a proxy that would each read the clock at the start of a
+// request can share it (a reading costs about 100 ns on a VM).
+func ArrivedAt(ctx context.Context) (t time.Time, ok bool) {
+	if c, isStream := ctx.(*streamCtx); isStream {
+		return c.arrived, true
+	}
+	return time.Time{}, false
+}

@@ -3,6 +3,7 @@ package h2server
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ type ctxKey struct{}
 func newTestCtx(t *testing.T, slot *deadlineSlot) *streamCtx {
 	t.Helper()
 	c := new(streamCtx)
-	c.init(context.WithValue(context.Background(), ctxKey{}, "v"), slot)
+	c.init(context.WithValue(context.Background(), ctxKey{}, "v"), slot, time.Now())
 	return c
 }
 
@@ -155,5 +156,39 @@ func TestDeadlineSlotConcurrent(t *testing.T) {
 	}
 	if s.head != nil {
 		t.Fatal("members left in an expired slot")
+	}
+}
+
+// TestArrivedAt: a handler finds when its request's HEADERS were taken in
+// (after the client sent them, before the handler ran); a derived context
+// does not claim one.
+func TestArrivedAt(t *testing.T) {
+	type seen struct {
+		at, handler   time.Time
+		ok, derivedOK bool
+	}
+	got := make(chan seen, 1)
+	ts := newTestServer(t, Config{RequestTimeout: time.Minute, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var s seen
+		s.handler = time.Now()
+		s.at, s.ok = ArrivedAt(r.Context())
+		_, s.derivedOK = ArrivedAt(context.WithValue(r.Context(), ctxKey{}, "x"))
+		got <- s
+	})})
+	rc := newRaw(t, ts)
+	sent := time.Now()
+	rc.request(1, "GET", "/", true)
+	if r := rc.readResponse(1); r.status != "200" {
+		t.Fatalf("status %s", r.status)
+	}
+	s := <-got
+	if !s.ok || s.at.Before(sent) || s.at.After(s.handler) {
+		t.Fatalf("ArrivedAt = %v, %v; want between %v and %v", s.at, s.ok, sent, s.handler)
+	}
+	if s.derivedOK {
+		t.Fatal("ArrivedAt answered for a derived context")
+	}
+	if _, ok := ArrivedAt(context.Background()); ok {
+		t.Fatal("ArrivedAt answered for context.Background")
 	}
 }
