@@ -13,15 +13,18 @@ import (
 // and a timer reset per request (4-5% of the edge's CPU). Here each idle
 // goroutine waits on its own channel, the most recently idle is reused
 // first (its stack and cache are warm), and a janitor retires those idle
-// for at least one full janitor period.
+// for at least one full janitor period. An idle goroutine waits on its
+// channel alone (a select that also watched a stop channel locked both
+// channels per request: 2-3% of the edge's CPU); shut sends each one nil.
 type handlerPool struct {
-	every time.Duration // janitor period
-	stop  <-chan struct{}
+	every time.Duration   // janitor period
+	stop  <-chan struct{} // ends the janitor
 
 	mu      sync.Mutex
 	idle    []*handlerWorker // oldest first; reuse takes the last
 	tick    uint64           // janitor periods so far
 	janitor bool             // started
+	shut    bool             // set by close: workers going idle end
 }
 
 // handlerWorker is one idle handler goroutine's mailbox.
@@ -46,9 +49,13 @@ func (p *handlerPool) take() *handlerWorker {
 }
 
 // wait parks w until a stream is handed to it (returned), or until the
-// janitor retires it or the server stops (nil).
+// janitor retires it or the pool is closed (nil).
 func (p *handlerPool) wait(w *handlerWorker) *stream {
 	p.mu.Lock()
+	if p.shut {
+		p.mu.Unlock()
+		return nil
+	}
 	w.since = p.tick
 	p.idle = append(p.idle, w)
 	if !p.janitor {
@@ -56,32 +63,22 @@ func (p *handlerPool) wait(w *handlerWorker) *stream {
 		go p.runJanitor()
 	}
 	p.mu.Unlock()
-	select {
-	case st := <-w.next:
-		return st
-	case <-p.stop:
-		p.mu.Lock()
-		removed := p.removeLocked(w)
-		p.mu.Unlock()
-		if removed {
-			return nil
-		}
-		// take had just removed it: a stream is on its way.
-		return <-w.next
-	}
+	// A stream from take's caller, or nil from retire or close. A worker
+	// that take removed gets its stream even if close comes meanwhile.
+	return <-w.next
 }
 
-func (p *handlerPool) removeLocked(w *handlerWorker) bool {
-	for i, x := range p.idle {
-		if x == w {
-			last := len(p.idle) - 1
-			copy(p.idle[i:], p.idle[i+1:])
-			p.idle[last] = nil
-			p.idle = p.idle[:last]
-			return true
-		}
+// close ends every idle worker, and every worker that goes idle later
+// (the server stopped).
+func (p *handlerPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.shut = true
+	for i, w := range p.idle {
+		w.next <- nil // capacity 1, empty: no stream was handed to an idle worker
+		p.idle[i] = nil
 	}
-	return false
+	p.idle = nil
 }
 
 // runJanitor retires, every period, the workers that were already idle

@@ -101,6 +101,7 @@ func TestHandlerPoolStop(t *testing.T) {
 	if p.take() != taken {
 		t.Fatal("take returned the wrong worker")
 	}
+	p.close()
 	close(stop)
 	if st := recv(t, idleGot); st != nil {
 		t.Fatalf("idle worker got %v after stop", st)

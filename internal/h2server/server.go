@@ -80,11 +80,16 @@ type Server struct {
 	idle     chan struct{} // closed and replaced when a conn ends during Shutdown
 
 	handlers *handlerPool  // idle handler goroutines
-	stop     chan struct{} // closed by Close and by a finished Shutdown: idle handler goroutines end
+	stop     chan struct{} // closed by Close and by a finished Shutdown (with handlers.close): the pool's janitor and idle handler goroutines end
 	stopOnce sync.Once
 }
 
-func (s *Server) stopIdle() { s.stopOnce.Do(func() { close(s.stop) }) }
+func (s *Server) stopIdle() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.handlers.close()
+	})
+}
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
