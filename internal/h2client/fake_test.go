@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshguard/meshguard/internal/testnet"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -42,28 +43,7 @@ type fake struct {
 // preface and sent nothing.
 func newFake(t *testing.T, cfg Config) (*fake, *Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- nc
-	}()
-	cc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc := <-accepted
-	if nc == nil {
-		t.Fatal("accept failed")
-	}
+	cc, nc := testnet.TCPPair(t)
 	f := &fake{t: t, nc: nc, events: make(chan event, 1024), done: make(chan struct{})}
 	f.fr = http2.NewFramer(nc, nil)
 	f.henc = hpack.NewEncoder(&f.hbuf)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/internal/leakcheck"
+	"github.com/meshguard/meshguard/internal/testnet"
 	"golang.org/x/net/http2"
 )
 
@@ -23,34 +24,7 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 const wait = 20 * time.Second
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		_ = c.Close()
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { _ = c.Close(); _ = r.c.Close() })
-	return c.(*net.TCPConn), r.c.(*net.TCPConn)
-}
+func tcpPair(t *testing.T) (client, server *net.TCPConn) { return testnet.TCPPair(t) }
 
 // noError waits up to wait for ch's result and fails the test on an error,
 // or with late when nothing came.

@@ -50,15 +50,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	err := c.rc.Read(c.readFn)
 	n, errno := c.rn, c.rerr
 	c.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", errno)
-	case n == 0:
+	if err == nil && errno == 0 && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return c.result("read", n, err, errno)
 }
 
 func (c *Conn) read(fd uintptr) bool {
@@ -90,11 +85,17 @@ func (c *Conn) Write(p []byte) (int, error) {
 	err := c.rc.Write(c.writeFn)
 	n, errno := c.wn, c.werr
 	c.wbuf = nil
+	return c.result("write", n, err, errno)
+}
+
+// result is what Read or Write returns after RawConn's call: n, and the
+// poller's error (closed, deadline) or else the system call's.
+func (c *Conn) result(op string, n int, err error, errno syscall.Errno) (int, error) {
 	switch {
 	case err != nil:
-		return n, c.opError("write", err)
+		return n, c.opError(op, err)
 	case errno != 0:
-		return n, c.opError("write", errno)
+		return n, c.opError(op, errno)
 	}
 	return n, nil
 }

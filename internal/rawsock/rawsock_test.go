@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/internal/leakcheck"
+	"github.com/meshguard/meshguard/internal/testnet"
 )
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
@@ -22,37 +23,15 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 // wrapped when wrap is set.
 func pair(t *testing.T, wrap bool) (net.Conn, *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	c, peer := testnet.TCPPair(t)
+	if !wrap {
+		return c, peer
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			accepted <- nil
-			return
-		}
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	w := Wrap(c)
+	if _, plain := w.(*net.TCPConn); plain && runtime.GOOS == "linux" {
+		t.Fatal("Wrap returned the *net.TCPConn itself on linux")
 	}
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); peer.Close() })
-	if wrap {
-		w := Wrap(c)
-		if _, plain := w.(*net.TCPConn); plain && runtime.GOOS == "linux" {
-			t.Fatal("Wrap returned the *net.TCPConn itself on linux")
-		}
-		c = w
-	}
-	return c, peer.(*net.TCPConn)
+	return w, peer
 }
 
 func TestWrapLeavesOtherConns(t *testing.T) {
