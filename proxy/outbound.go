@@ -322,7 +322,9 @@ func (o *Outbound) peerFor(ep *Endpoint) *peer {
 	o.pmu.Lock()
 	defer o.pmu.Unlock()
 	if p = o.peers[k]; p == nil {
-		p = &peer{o: o, id: ep.ID, addr: ep.Addr, tls: clientTLS(o.cfg.Source, ep.ID), sem: make(chan struct{}, o.cfg.MaxStreamsPerPeer)}
+		conf := clientTLS(o.cfg.Source, ep.ID)
+		conf.ServerName, _, _ = net.SplitHostPort(ep.Addr) // as tls.Dialer sets it; a peer's address never changes
+		p = &peer{o: o, id: ep.ID, addr: ep.Addr, tls: conf, sem: make(chan struct{}, o.cfg.MaxStreamsPerPeer)}
 		o.peers[k] = p
 	}
 	return p

@@ -163,13 +163,7 @@ func (p *peer) dialConn() (*pconn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s at %s: %w", p.id, p.addr, err)
 	}
-	conf := p.tls
-	if conf.ServerName == "" { // as tls.Dialer does
-		host, _, _ := net.SplitHostPort(p.addr)
-		conf = conf.Clone()
-		conf.ServerName = host
-	}
-	tc := tls.Client(rawsock.Wrap(raw), conf)
+	tc := tls.Client(rawsock.Wrap(raw), p.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("dial %s at %s: %w", p.id, p.addr, err)

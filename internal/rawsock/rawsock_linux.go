@@ -12,20 +12,19 @@ import (
 type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+	r  call // the Read in progress
+	w  call // the Write in progress
+}
 
-	// State of the Read in progress, for readFn (a method value made once:
-	// a closure per call would be an allocation per call).
-	rmu    sync.Mutex
-	rbuf   []byte
-	rn     int
-	rerr   syscall.Errno
-	readFn func(fd uintptr) bool
-
-	wmu     sync.Mutex
-	wbuf    []byte
-	wn      int
-	werr    syscall.Errno
-	writeFn func(fd uintptr) bool
+// call is the state of one direction's Read or Write in progress, which
+// its RawConn callback (step, a method value made once: a closure per call
+// would be an allocation per call) works on.
+type call struct {
+	mu    sync.Mutex
+	buf   []byte
+	n     int
+	errno syscall.Errno
+	step  func(fd uintptr) bool
 }
 
 func wrapTCP(tc *net.TCPConn) net.Conn {
@@ -34,8 +33,8 @@ func wrapTCP(tc *net.TCPConn) net.Conn {
 		return tc
 	}
 	c := &Conn{TCPConn: tc, rc: rc}
-	c.readFn = c.read
-	c.writeFn = c.write
+	c.r.step = c.read
+	c.w.step = c.write
 	return c
 }
 
@@ -44,34 +43,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return c.TCPConn.Read(p)
 	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	c.rbuf, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerr
-	c.rbuf = nil
-	if err == nil && errno == 0 && n == 0 {
-		return 0, io.EOF
-	}
-	return c.result("read", n, err, errno)
-}
-
-func (c *Conn) read(fd uintptr) bool {
-	for {
-		n, e := sysRead(fd, c.rbuf)
-		switch e {
-		case 0:
-			c.rn = n
-			return true
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false // the poller waits for data, or for the deadline
-		default:
-			c.rerr = e
-			return true
-		}
-	}
+	return c.do(&c.r, p, false)
 }
 
 // Write writes all of p like net.Conn's Write.
@@ -79,38 +51,66 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return c.TCPConn.Write(p)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werr
-	c.wbuf = nil
-	return c.result("write", n, err, errno)
+	return c.do(&c.w, p, true)
 }
 
-// result is what Read or Write returns after RawConn's call: n, and the
-// poller's error (closed, deadline) or else the system call's.
-func (c *Conn) result(op string, n int, err error, errno syscall.Errno) (int, error) {
+// do runs one Read or Write of p through RawConn and returns what
+// net.Conn's would: n, and the poller's error (closed, deadline) or else
+// the system call's; a read of nothing is the end of the stream.
+func (c *Conn) do(k *call, p []byte, write bool) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.buf, k.n, k.errno = p, 0, 0
+	var err error
+	op := "read"
+	if write {
+		op = "write"
+		err = c.rc.Write(k.step)
+	} else {
+		err = c.rc.Read(k.step)
+	}
+	n, errno := k.n, k.errno
+	k.buf = nil
 	switch {
 	case err != nil:
 		return n, c.opError(op, err)
 	case errno != 0:
 		return n, c.opError(op, errno)
+	case n == 0 && !write:
+		return 0, io.EOF
 	}
 	return n, nil
 }
 
-func (c *Conn) write(fd uintptr) bool {
-	for c.wn < len(c.wbuf) {
-		n, e := sysWrite(fd, c.wbuf[c.wn:])
+func (c *Conn) read(fd uintptr) bool {
+	for {
+		n, e := sysRead(fd, c.r.buf)
 		switch e {
 		case 0:
-			c.wn += n
+			c.r.n = n
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // the poller waits for data, or for the deadline
+		default:
+			c.r.errno = e
+			return true
+		}
+	}
+}
+
+func (c *Conn) write(fd uintptr) bool {
+	for c.w.n < len(c.w.buf) {
+		n, e := sysWrite(fd, c.w.buf[c.w.n:])
+		switch e {
+		case 0:
+			c.w.n += n
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false // the poller waits for room, or for the deadline
 		default:
-			c.werr = e
+			c.w.errno = e
 			return true
 		}
 	}
