@@ -61,6 +61,7 @@ type conn struct {
 	peerInitWin int64       // the client's SETTINGS_INITIAL_WINDOW_SIZE
 	recv        h2flow.Recv // what the client may still send on the connection
 	goAway      bool        // GOAWAY sent: no new streams
+	readerDone  bool        // the reader stopped (error or EOF): queued streams never start
 	closed      bool
 	idleTimer   *time.Timer
 	closeTimer  *time.Timer
@@ -131,6 +132,12 @@ func (e connError) Error() string { return fmt.Sprintf("connection error %v: %s"
 func (c *conn) serve() {
 	defer c.handlers.Wait()
 	err := c.run()
+	// Handlers that run may finish during the drain below, but a stream
+	// still queued behind them must not start on a connection that is
+	// ending (after a flood of resets, say).
+	c.mu.Lock()
+	c.readerDone = true
+	c.mu.Unlock()
 	var ce connError
 	if errors.As(err, &ce) {
 		c.s.log.Debug("h2: closing connection", "remote", c.remote, "error", err.Error())

@@ -256,7 +256,7 @@ func (c *conn) runHandler(st *stream) {
 		q := c.queue[0]
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
-		if q.reset || c.closed {
+		if q.reset || c.closed || c.readerDone {
 			// Never run: return the credit of a body that had arrived
 			// whole before the reset (resetLocked keeps complete bodies).
 			q.bodyClosed = true
